@@ -1,0 +1,65 @@
+"""The callable attack protocol (torchattacks style) shared by TEAM, Gauss-Newton and the FGSM family."""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+from ..counting import CountingModel
+from ..metrics import is_adversarial, l0, l2, linf
+from ..result import AttackResult, Counters
+from ..validation import InputError, check_inputs, check_model
+
+
+class Attack(ABC):
+    """An attack is a callable: `result = attack(x, y, target=None)`.
+
+    Subclasses implement `run(model, x, y, target)` on a counting model and return the raw
+    adversarial batch and optionally a per-example radius. The base class validates inputs, counts
+    work, clips to [0, 1] and decides success with a fresh forward pass on the clipped output.
+    """
+
+    name: str = "attack"
+    library: str = "teamattack"
+    norm: str = "l2"
+
+    def __init__(self, model: nn.Module, targeted: bool = False) -> None:
+        self.model = model
+        self.targeted = targeted
+
+    @abstractmethod
+    def run(
+        self, model: CountingModel, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return (raw adversarial batch, per-example radius or None)."""
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> AttackResult:
+        check_model(self.model)
+        if self.targeted and target is None:
+            raise InputError(f"{self.name} is targeted: pass target=")
+        if not self.targeted and target is not None:
+            raise InputError(f"{self.name} is untargeted but a target was given (use targeted=True)")
+        with torch.no_grad():
+            num_classes = self.model(x[:1]).shape[-1]
+        check_inputs(x, y, target, num_classes)
+        counting = CountingModel(self.model)
+        t0 = time.perf_counter()
+        raw, radius = self.run(counting, x.detach(), y, target)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        seconds = time.perf_counter() - t0
+        raw = raw.detach()
+        x_adv = raw.clamp(0.0, 1.0)
+        success = is_adversarial(self.model, x_adv, y, target)
+        if radius is None:
+            radius = torch.full((x.shape[0],), float("nan"), device=x.device)
+        counters = Counters(counting.forwards, counting.gradients, counting.hvps, seconds)
+        return AttackResult(
+            x_adv=x_adv, success=success, l0=l0(x, x_adv), l2=l2(x, x_adv), linf=linf(x, x_adv),
+            raw=raw, radius=radius, counters=counters,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(norm={self.norm!r}, targeted={self.targeted})"

@@ -1,0 +1,60 @@
+"""The FGSM family as the papers define it: FGSM, targeted FGSM and clipped iterative FGSM.
+
+Math paper (seed 004) eq. 2.2-2.5: a step of size `step` along the sign of the cross-entropy
+gradient (away from y, or toward the target t), IFGSM repeating it and clipping to the L_inf ball
+of radius `radius` around x and to [0, 1] after every step.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..counting import CountingModel
+from .base import Attack
+
+
+def _signed_gradient(model: CountingModel, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """Sign of the ascent direction: +grad CE(y) untargeted, -grad CE(t) targeted."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    if target is None:
+        loss = F.cross_entropy(logits, y, reduction="sum")
+    else:
+        loss = -F.cross_entropy(logits, target, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad.sign()
+
+
+class IFGSM(Attack):
+    """Iterative FGSM (BIM): `steps` signed steps of size `step`, clipped to ||d||_inf <= radius.
+
+    With steps=1 and radius=step it is FGSM.
+    """
+
+    name = "ifgsm"
+    norm = "linf"
+
+    def __init__(self, model: nn.Module, step: float, steps: int = 10, radius: float | None = None,
+                 targeted: bool = False) -> None:
+        super().__init__(model, targeted)
+        if step < 0 or steps < 1:
+            raise ValueError("step must be >= 0 and steps >= 1")
+        self.step, self.steps = float(step), int(steps)
+        self.radius = float(radius) if radius is not None else self.step * self.steps
+
+    def run(self, model, x, y, target):
+        x_adv = x.clone()
+        for _ in range(self.steps):
+            x_adv = x_adv + self.step * _signed_gradient(model, x_adv, y, target)
+            x_adv = torch.min(torch.max(x_adv, x - self.radius), x + self.radius).clamp(0.0, 1.0)
+        return x_adv, torch.full((x.shape[0],), self.radius, device=x.device)
+
+
+class FGSM(IFGSM):
+    """Fast gradient sign method: x + eps sign(grad CE(y)) (targeted: x - eps sign(grad CE(t)))."""
+
+    name = "fgsm"
+
+    def __init__(self, model: nn.Module, eps: float, targeted: bool = False) -> None:
+        super().__init__(model, step=eps, steps=1, radius=eps, targeted=targeted)

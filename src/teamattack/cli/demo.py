@@ -1,0 +1,7 @@
+"""`teamattack demo` (placeholder until its issue lands)."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="(not yet available)")
+    p.set_defaults(func=lambda args: print("teamattack demo: not yet implemented") or 2)

@@ -1,0 +1,7 @@
+"""`teamattack exact` (placeholder until its issue lands)."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("exact", help="(not yet available)")
+    p.set_defaults(func=lambda args: print("teamattack exact: not yet implemented") or 2)

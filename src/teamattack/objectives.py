@@ -1,0 +1,93 @@
+"""Attack objectives (SPEC section 2), each written as a per-example function to MINIMISE.
+
+| name          | targeted | minimise                          |
+|---------------|----------|-----------------------------------|
+| T1            | no       | Z_y                               |
+| T4            | no       | S_y                               |
+| margin        | no       | Z_y - max_{i!=y} Z_i  (C&W style) |
+| T2            | yes      | -Z_t                              |
+| T5            | yes      | -S_t                              |
+| T3            | yes      | -(Z_t - max_{i!=t} Z_i)           |
+| T6            | yes      | -(S_t - max_{i!=t} S_i)           |
+
+Margins are non-smooth at ties of the max; `other` fixes the competing class (the active piece at
+the expansion point), which makes the objective smooth and is what the second-order model expands.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    targeted: bool
+    softmax: bool
+    margin: bool
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.softmax(dim=-1) if self.softmax else logits
+
+    def anchor(self, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """The class whose score the objective pushes (y: down, t: up)."""
+        if self.targeted:
+            if target is None:
+                raise ValueError(f"objective {self.name} is targeted and needs a target")
+            return target
+        return y
+
+    def runner_up(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """Active piece of the margin's max: the best class other than the anchor."""
+        a = self.anchor(y, target)
+        s = self.scores(logits).detach().clone()
+        s.scatter_(-1, a[:, None], float("-inf"))
+        return s.argmax(dim=-1)
+
+    def __call__(
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None = None,
+        other: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Per-example value (B,). `other` fixes the margin's competing class (else the current max)."""
+        s = self.scores(logits)
+        a = self.anchor(y, target)
+        sa = s.gather(-1, a[:, None])[:, 0]
+        if self.margin:
+            if other is None:
+                other = self.runner_up(logits, y, target)
+            so = s.gather(-1, other[:, None])[:, 0]
+            diff = sa - so
+        else:
+            diff = sa
+        return -diff if self.targeted else diff
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "T1": Objective("T1", targeted=False, softmax=False, margin=False),
+    "T4": Objective("T4", targeted=False, softmax=True, margin=False),
+    "margin": Objective("margin", targeted=False, softmax=False, margin=True),
+    "T2": Objective("T2", targeted=True, softmax=False, margin=False),
+    "T5": Objective("T5", targeted=True, softmax=True, margin=False),
+    "T3": Objective("T3", targeted=True, softmax=False, margin=True),
+    "T6": Objective("T6", targeted=True, softmax=True, margin=True),
+}
+
+
+def get_objective(name: str) -> Objective:
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise ValueError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}") from None
+
+
+def decision_margin(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """Signed distance-to-success in logit space: < 0 exactly where the attack has succeeded.
+
+    Untargeted: Z_y - max_{i!=y} Z_i. Targeted: max_{i!=t} Z_i - Z_t.
+    """
+    obj = OBJECTIVES["T3"] if target is not None else OBJECTIVES["margin"]
+    return obj(logits, y, target)
