@@ -6,6 +6,8 @@ of radius `radius` around x and to [0, 1] after every step.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,15 +31,19 @@ def _signed_gradient(model: CountingModel, x: torch.Tensor, y: torch.Tensor, tar
 class IFGSM(Attack):
     """Iterative FGSM (BIM): `steps` signed steps of size `step`, clipped to ||d||_inf <= radius.
 
-    With steps=1 and radius=step it is FGSM.
+    With steps=1 and radius=step it is FGSM. `callback(m, x_m)`, if given, is called after every
+    iteration m = 1..steps with the clipped iterate (detached), so one run can record accuracy
+    against the number of iterations (math paper Figs 2b, 3b).
     """
 
     name = "ifgsm"
     norm = "linf"
 
     def __init__(self, model: nn.Module, step: float, steps: int = 10, radius: float | None = None,
-                 targeted: bool = False) -> None:
+                 targeted: bool = False,
+                 callback: Callable[[int, torch.Tensor], None] | None = None) -> None:
         super().__init__(model, targeted)
+        self.callback = callback
         if step < 0 or steps < 1:
             raise ValueError("step must be >= 0 and steps >= 1")
         self.step, self.steps = float(step), int(steps)
@@ -45,9 +51,11 @@ class IFGSM(Attack):
 
     def run(self, model, x, y, target):
         x_adv = x.clone()
-        for _ in range(self.steps):
+        for m in range(1, self.steps + 1):
             x_adv = x_adv + self.step * _signed_gradient(model, x_adv, y, target)
             x_adv = torch.min(torch.max(x_adv, x - self.radius), x + self.radius).clamp(0.0, 1.0)
+            if self.callback is not None:
+                self.callback(m, x_adv.detach())
         return x_adv, torch.full((x.shape[0],), self.radius, device=x.device)
 
 

@@ -1,7 +1,91 @@
-"""`teamattack bench` (placeholder until its issue lands)."""
+"""`teamattack bench`: every attack of a suite on the same N correctly classified images.
+
+    teamattack bench --dataset mnist --model mnist-table1 --suite untargeted-l2 -n 500 --seed 0 \
+        --json out.json [--attacks a,b,c] [--batch-size 100] [--eps 0.1,0.2] [--markdown out.md] [--exact]
+
+Finished work is appended to OUT.json.partial.jsonl as it completes; rerunning the same command
+after an interruption resumes from there (see docs/bench.md).
+"""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .common import add_data_options, add_run_options, command_line, device, write_json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="(not yet available)")
-    p.set_defaults(func=lambda args: print("teamattack bench: not yet implemented") or 2)
+    from ..bench.suites import SUITES
+
+    p = sub.add_parser(
+        "bench", help="run a suite of attacks side by side (resumable), print a table, write JSON",
+        description="Run every attack of a suite on the same N correctly classified test images (seeded). "
+                    "Targeted suites report the average (seeded random target), best and worst cases. "
+                    "Results are saved per batch next to --json and a rerun resumes.",
+    )
+    add_data_options(p)
+    p.add_argument("--model", required=True, help="zoo name or path to weights (teamattack.zoo.load)")
+    p.add_argument("--suite", required=True, choices=sorted(SUITES), help="the list of attacks")
+    add_run_options(p)
+    p.add_argument("--attacks", default=None, help="comma-separated subset of the suite (or peer preset names)")
+    p.add_argument("--batch-size", type=int, default=100, help="images per attack call (default 100)")
+    p.add_argument("--eps", default=None,
+                   help="fixed-budget mode: comma-separated eps values; robust accuracy at each (budget "
+                        "attacks run at each eps; minimum-norm attacks: distance <= eps counts as broken)")
+    p.add_argument("--targets", choices=["all", "random"], default="all",
+                   help="targeted suites: run every target (average/best/worst, default) or only the random one")
+    p.add_argument("--markdown", default=None, help="also write the table here")
+    p.add_argument("--exact", action="store_true",
+                   help="add ratio_to_optimum where the optimum is computable (affine model: L2/Linf; ReLU MLP: Linf MILP)")
+    p.add_argument("--exact-time-limit", type=float, default=60.0, help="MILP time limit per image, seconds")
+    p.add_argument("--sidecar", default=None, help="resume file (default: JSON path + .partial.jsonl)")
+    p.add_argument("--fresh", action="store_true", help="discard saved partial results and start again")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .. import zoo
+    from ..bench import harness
+    from ..bench.suites import SuiteError, get_suite
+
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
+    try:
+        specs, targeted = get_suite(args.suite, attacks)
+    except SuiteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    eps_list = [float(e) for e in args.eps.split(",") if e.strip()] if args.eps else None
+    dev = device(args.device)
+    model = zoo.load(args.model).to(dev).eval()
+    x, y, idx = harness.load_images(args.dataset, model, args.n, args.seed, args.data_root, dev)
+    meta = {"dataset": args.dataset, "model": args.model, "seed": args.seed, "command": command_line(),
+            "suite": args.suite, "targeted": targeted, "n": len(idx), "batch_size": args.batch_size,
+            "targets": args.targets if targeted else None, "eps": eps_list, "images": idx}
+    sidecar = None
+    side_path = args.sidecar or (args.json + ".partial.jsonl" if args.json else None)
+    if side_path:
+        header = {"dataset": args.dataset, "model": args.model, "model_sha1": harness.model_fingerprint(model),
+                  "seed": args.seed, "n": len(idx), "batch_size": args.batch_size, "images": idx}
+        try:
+            sidecar = harness.Sidecar(side_path, header, fresh=args.fresh)
+        except harness.ResumeMismatch as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if sidecar.units:
+            print(f"resuming: {len(sidecar.units)} finished units in {side_path}", file=sys.stderr)
+    result = harness.run_bench(
+        model, x, y, specs, targeted=targeted, seed=args.seed, batch_size=args.batch_size,
+        eps_list=eps_list, targets=args.targets, dataset=args.dataset, sidecar=sidecar,
+        exact=args.exact, exact_time_limit=args.exact_time_limit, progress=not args.no_progress,
+    )
+    doc = harness.bench_document(meta, result)
+    table = harness.render(doc)
+    print(table)
+    if args.json:
+        write_json(args.json, doc)
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(table)
+    return 0

@@ -1,7 +1,40 @@
-"""`teamattack evaluate` (placeholder until its issue lands)."""
+"""`teamattack evaluate`: clean accuracy of a zoo model (or weights file) on a dataset's test split."""
 from __future__ import annotations
+
+import time
+
+from .common import add_data_options, device, write_json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("evaluate", help="(not yet available)")
-    p.set_defaults(func=lambda args: print("teamattack evaluate: not yet implemented") or 2)
+    p = sub.add_parser("evaluate", help="clean test accuracy of a model",
+                       description="Accuracy of a zoo model (name or .safetensors path with its card) "
+                                   "on the test split; prints and optionally writes {accuracy, n}.")
+    p.add_argument("--model", required=True, help="zoo name (e.g. digits-cnn) or path to a .safetensors file")
+    add_data_options(p, dataset_default=None)
+    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("-n", type=int, default=None, help="evaluate on a seeded random subset of n images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    p.add_argument("--json", default=None, help="write the result here as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .. import data, zoo
+
+    t0 = time.time()
+    model = zoo.load(args.model, device=device(args.device))
+    dataset = args.dataset or getattr(model, "card", {}).get("dataset")
+    if dataset is None:
+        raise SystemExit("teamattack evaluate: --dataset is needed (the model has no card naming one)")
+    x, y = data.load(dataset, args.split, n=args.n, seed=args.seed, root=args.data_root)
+    correct = int((data.predict(model, x, args.batch_size) == y).sum())
+    result = {"model": str(args.model), "dataset": dataset, "split": args.split,
+              "accuracy": correct / len(y), "correct": correct, "n": len(y),
+              "seconds": round(time.time() - t0, 2)}
+    print(f"{args.model} on {dataset} {args.split}: accuracy {result['accuracy']:.4f} ({correct}/{len(y)})")
+    if args.json:
+        write_json(args.json, result)
+    return 0

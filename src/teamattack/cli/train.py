@@ -1,7 +1,51 @@
-"""`teamattack train` (placeholder until its issue lands)."""
+"""`teamattack train`: train a zoo architecture, write safetensors + a JSON card."""
 from __future__ import annotations
+
+from .common import command_line
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="(not yet available)")
-    p.set_defaults(func=lambda args: print("teamattack train: not yet implemented") or 2)
+    from ..zoo.architectures import ARCHITECTURES
+    from ..zoo.train import OPTIMIZERS, SCHEDULES
+
+    p = sub.add_parser(
+        "train",
+        help="train a zoo architecture (deterministic, checkpoint every epoch, --resume)",
+        description="Train a zoo architecture on a dataset's train split; writes OUT (.safetensors) "
+                    "and OUT's card (.json) with the test accuracy and this command. A checkpoint "
+                    "beside OUT is written every epoch; --resume continues from it.",
+    )
+    p.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES), help="architecture")
+    p.add_argument("--dataset", default=None, help="digits | mnist | cifar10 (default: the architecture's)")
+    p.add_argument("--data-root", default=None, help="folder with the datasets (default: $TEAMATTACK_DATA)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="weights file to write (.safetensors; the card goes beside it)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default per dataset)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                   help="adam | sgd (momentum 0.9, Nesterov); default adam, sgd for cifar10")
+    p.add_argument("--schedule", choices=SCHEDULES, default=None,
+                   help="learning-rate schedule per step (default cosine, onecycle for cifar10)")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--augment", action="store_true",
+                   help="random crop after zero padding (+ horizontal flip on cifar10)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoint after the last epoch")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..zoo.train import train
+
+    card = train(
+        args.arch, args.out, dataset=args.dataset, epochs=args.epochs, seed=args.seed, resume=args.resume,
+        lr=args.lr, batch_size=args.batch_size, augment=args.augment, optimizer=args.optimizer,
+        schedule=args.schedule, weight_decay=args.weight_decay, root=args.data_root, threads=args.threads,
+        progress=not args.no_progress, keep_checkpoint=args.keep_checkpoint, command=command_line(),
+        log=lambda m: print(m, flush=True),
+    )
+    print(f"test accuracy {card['test_accuracy']:.4f} ({card['test_correct']}/{card['test_n']})")
+    return 0

@@ -1,0 +1,119 @@
+"""The registry of peer attacks: name -> library, function, norm, modes, budget kind, defaults.
+
+Keyword names in `kwargs` are the library's own (so a reader can check them against its docs);
+`make(name, model, **overrides)` accepts the same names, plus `seed` and the alias `steps`.
+See docs/peers.md for where each preset comes from and how it differs from the papers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+MIN_NORM = "min-norm"
+FIXED_EPS = "fixed-eps"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One peer attack with its standard settings.
+
+    name:        registry key (`make(name, ...)`).
+    library:     "torchattacks", "foolbox" or "adv_lib" (goes into the attack's `library`).
+    function:    the library entry point called, e.g. "foolbox.attacks.L2CarliniWagnerAttack".
+    algorithm:   the adapter routine that drives it.
+    norm:        "l0", "l2" or "linf": the norm the attack minimises or is bounded in.
+    untargeted / targeted: the modes the library supports (make raises for the other).
+    budget:      "min-norm" (returns the smallest adversarial it found, x where it failed) or
+                 "fixed-eps" (stays within `eps`; returns its last iterate, adversarial or not).
+    kwargs:      default keyword arguments, in the library's own names.
+    source:      where the defaults come from.
+    """
+
+    name: str
+    library: str
+    function: str
+    algorithm: str
+    norm: str
+    untargeted: bool
+    targeted: bool
+    budget: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def describe(self) -> str:
+        modes = "/".join(m for m, ok in (("untargeted", self.untargeted), ("targeted", self.targeted)) if ok)
+        args = ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
+        return f"{self.name}: {self.function}({args}) [{self.norm}, {self.budget}, {modes}]"
+
+
+def _p(name, library, function, algorithm, norm, untargeted, targeted, budget, source="", /, **kwargs) -> Preset:
+    return Preset(name, library, function, algorithm, norm, untargeted, targeted, budget,
+                  MappingProxyType(dict(kwargs)), source)
+
+
+_TA, _FB, _AL = "torchattacks", "foolbox", "adv_lib"
+
+_LIST = [
+    # ---- fixed budget (torchattacks) -------------------------------------------------------------
+    _p("fgsm", _TA, "torchattacks.FGSM", "ta:FGSM", "linf", True, True, FIXED_EPS,
+       "Goodfellow et al. 2015; eps 0.3 = the usual MNIST L-inf budget (Madry et al.)", eps=0.3),
+    _p("fgsm-paper", _TA, "torchattacks.FGSM", "ta:FGSM", "linf", True, True, FIXED_EPS,
+       "seed 001 Sec. V: eps = 0.01, one step", eps=0.01),
+    _p("bim", _TA, "torchattacks.BIM", "ta:BIM", "linf", True, True, FIXED_EPS,
+       "Kurakin et al. 2017: alpha 1/255, steps=0 -> min(255 eps + 4, 1.25 * 255 eps); clipped to the "
+       "eps-ball and [0,1] every step", eps=0.3, alpha=1 / 255, steps=0),
+    _p("pgd", _TA, "torchattacks.PGD", "ta:PGD", "linf", True, True, FIXED_EPS,
+       "Madry et al. 2018 MNIST: eps 0.3, step 0.01, 40 steps, uniform random start",
+       eps=0.3, alpha=0.01, steps=40, random_start=True),
+    _p("pgd-l2", _TA, "torchattacks.PGDL2", "ta:PGDL2", "l2", True, True, FIXED_EPS,
+       "L2 PGD, eps 2.0 (a common MNIST L2 budget), step 0.1, 40 steps, random start in the ball",
+       eps=2.0, alpha=0.1, steps=40, random_start=True),
+    _p("mdi2fgsm", _TA, "torchattacks.DIFGSM", "ta:DIFGSM", "linf", True, True, FIXED_EPS,
+       "Xie et al. 2019 M-DI2-FGSM = DI2-FGSM with momentum decay 1.0, diversity prob 0.5; "
+       "alpha=None -> eps/steps; needs NCHW images", eps=0.3, alpha=None, steps=10, decay=1.0,
+       resize_rate=0.9, diversity_prob=0.5, random_start=False),
+    _p("mdi2fgsm-paper", _TA, "torchattacks.DIFGSM", "ta:DIFGSM", "linf", True, True, FIXED_EPS,
+       "seed 001 Sec. V: eps 0.05, decay 1", eps=0.05, alpha=None, steps=10, decay=1.0,
+       resize_rate=0.9, diversity_prob=0.5, random_start=False),
+    # ---- JSMA (torchattacks, targeted only) ---------------------------------------------------
+    _p("jsma", _TA, "torchattacks.JSMA", "ta:JSMA", "l0", False, True, MIN_NORM,
+       "Papernot et al. 2016 MNIST: theta +1, at most gamma = 14.5% of the features", theta=1.0, gamma=0.145),
+    _p("jsma-paper", _TA, "torchattacks.JSMA", "ta:JSMA", "l0", False, True, MIN_NORM,
+       "seed 001 Sec. V: theta 1, no limit on changed pixels (stop at success)", theta=1.0, gamma=1.0),
+    # ---- DeepFool / C&W (foolbox) -------------------------------------------------------------
+    _p("deepfool", _FB, "foolbox.attacks.L2DeepFoolAttack", "fb:L2DeepFoolAttack", "l2", True, False,
+       MIN_NORM, "foolbox defaults (Moosavi-Dezfooli et al. 2016): 50 steps, overshoot 0.02",
+       steps=50, candidates=10, overshoot=0.02, loss="logits"),
+    _p("deepfool-paper", _FB, "foolbox.attacks.L2DeepFoolAttack", "fb:L2DeepFoolAttack", "l2", True, False,
+       MIN_NORM, "seed 001 Sec. V: 'epochs = 3'", steps=3, candidates=10, overshoot=0.02, loss="logits"),
+    _p("cw-9x1000", _FB, "foolbox.attacks.L2CarliniWagnerAttack", "fb:L2CarliniWagnerAttack", "l2", True, True,
+       MIN_NORM, "Carlini & Wagner 2017: 9 binary-search steps x 1000 Adam steps, lr 0.01, c0 1e-3, kappa 0",
+       binary_search_steps=9, steps=1000, stepsize=0.01, confidence=0.0, initial_const=0.001, abort_early=True),
+    _p("cw-9x100", _FB, "foolbox.attacks.L2CarliniWagnerAttack", "fb:L2CarliniWagnerAttack", "l2", True, True,
+       MIN_NORM, "cheap C&W: 9 x 100 steps", binary_search_steps=9, steps=100, stepsize=0.01,
+       confidence=0.0, initial_const=0.001, abort_early=True),
+    # ---- modern minimum-norm attacks (adv-lib) ------------------------------------------------
+    _p("ddn-100", _AL, "adv_lib.attacks.ddn", "al:ddn", "l2", True, True, MIN_NORM,
+       "Rony et al. 2019 (adv-lib benchmark DDN_100)", steps=100, γ=0.05, init_norm=1.0, levels=256),
+    _p("ddn-1000", _AL, "adv_lib.attacks.ddn", "al:ddn", "l2", True, True, MIN_NORM,
+       "Rony et al. 2019 (adv-lib benchmark DDN_1000)", steps=1000, γ=0.05, init_norm=1.0, levels=256),
+]
+for _norm, _lp in (("l2", 2), ("linf", float("inf")), ("l0", 0)):
+    for _steps in (100, 1000):
+        _LIST.append(_p(f"fmn-{_norm}-{_steps}", _AL, "adv_lib.attacks.fmn", "al:fmn", _norm, True, True, MIN_NORM,
+                        "Pintor et al. 2021; adv-lib defaults (alpha 1 -> 0.01, gamma 0.05 -> 0.001, cosine)",
+                        norm=_lp, steps=_steps, α_init=1.0, γ_init=0.05, γ_final=0.001))
+_LIST += [
+    _p("alma-100", _AL, "adv_lib.attacks.alma", "al:alma", "l2", True, True, MIN_NORM,
+       "Rony et al. 2021 (adv-lib benchmark ALMA_l2_100)", penalty="P2", distance="l2",
+       num_steps=100, init_lr_distance=0.1, α=0.5),
+    _p("alma-1000", _AL, "adv_lib.attacks.alma", "al:alma", "l2", True, True, MIN_NORM,
+       "Rony et al. 2021 (adv-lib benchmark ALMA_l2_1000)", penalty="P2", distance="l2",
+       num_steps=1000, init_lr_distance=0.1, α=0.9),
+    _p("sdf", _AL, "adv_lib.attacks.sdf", "al:sdf", "l2", True, False, MIN_NORM,
+       "Abdollahpoorrostam et al. 2023 SuperDeepFool, adv-lib defaults",
+       steps=100, df_steps=100, overshoot=0.02, search_iter=10),
+]
+
+PRESETS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in _LIST})

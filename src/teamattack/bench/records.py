@@ -1,0 +1,288 @@
+"""Run records of the project's JSON, the targeted cases, the per-image best, robust accuracy, tables.
+
+A run record (one row of a benchmark) is
+
+    {"attack", "library", "norm", "targeted", "case", "n", "asr",
+     "l0": {"mean", "median"}, "l2": {...}, "linf": {...}, "psnr": {...},
+     "seconds_per_image", "grad_evals_per_image", "hvps_per_image", "forwards_per_image",
+     ["ratio_to_optimum": {"median", "mean", "n"}], ["eps": e], ["robust_accuracy": {eps: acc}]}
+
+with distortion statistics over successes only (SPEC 8). Internally a run is kept as per-example
+arrays (`Arrays`: success, l0, l2, linf, psnr as lists, plus the work counters summed over the
+examples), which is also what the resume sidecar stores, so a resumed benchmark produces exactly
+the same records as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import torch
+
+from ..metrics import distances, stats
+from ..result import AttackResult
+
+DIST_KEYS = ("l0", "l2", "linf", "psnr")
+COUNTER_KEYS = ("forwards", "gradients", "hvps", "seconds")
+
+# per-example arrays of one run: {"success": [bool], "l0": [..], "l2": [..], "linf": [..],
+# "psnr": [..], "forwards": int, "gradients": int, "hvps": int, "seconds": float, "units": int}
+Arrays = dict
+
+
+def _floats(t: torch.Tensor) -> list[float]:
+    return [float(v) for v in t.detach().cpu().double().tolist()]
+
+
+def example_arrays(x: torch.Tensor, result: AttackResult) -> Arrays:
+    """Per-example success and distances (recomputed from x and result.x_adv) and the counters."""
+    d = distances(x, result.x_adv)
+    out: Arrays = {"success": [bool(v) for v in result.success.detach().cpu().tolist()]}
+    for k in DIST_KEYS:
+        out[k] = _floats(d[k])
+    c = result.counters
+    out.update(forwards=int(c.forwards), gradients=int(c.gradients), hvps=int(c.hvps),
+               seconds=float(c.seconds), units=1)
+    return out
+
+
+def concat(parts: Sequence[Arrays]) -> Arrays:
+    """Arrays of consecutive batches joined into one run (counters summed)."""
+    out: Arrays = {"success": [], **{k: [] for k in DIST_KEYS}}
+    for k in COUNTER_KEYS:
+        out[k] = 0
+    out["units"] = 0
+    for p in parts:
+        out["success"] += list(p["success"])
+        for k in DIST_KEYS:
+            out[k] += list(p[k])
+        for k in COUNTER_KEYS:
+            out[k] += p[k]
+        out["units"] += p.get("units", 1)
+    out["seconds"] = float(out["seconds"])
+    return out
+
+
+def _n(arr: Arrays) -> int:
+    return len(arr["success"])
+
+
+def ratio_stats(dist: Sequence[float], success: Sequence[bool], optimum: Sequence[float] | None) -> dict | None:
+    """Median/mean of distance / optimum over successes with a known positive optimum."""
+    if optimum is None:
+        return None
+    r = [d / o for d, s, o in zip(dist, success, optimum)
+         if s and o is not None and math.isfinite(o) and o > 0 and math.isfinite(d)]
+    st = stats(r)
+    return {"median": st["median"], "mean": st["mean"], "n": len(r)}
+
+
+def record_from_arrays(
+    arr: Arrays,
+    attack: str,
+    library: str,
+    norm: str,
+    targeted: bool,
+    case: str,
+    optimum: Sequence[float] | None = None,
+    per_image_divisor: float | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """One run record from per-example arrays.
+
+    per_image_divisor: what the counters are divided by for the per-image figures (default n;
+    the targeted `average` case divides the work of all targets by n * targets).
+    """
+    n = _n(arr)
+    succ = [bool(s) for s in arr["success"]]
+    rec: dict = {"attack": attack, "library": library, "norm": norm, "targeted": bool(targeted),
+                 "case": case, "n": n, "asr": (sum(succ) / n) if n else 0.0}
+    for k in DIST_KEYS:
+        rec[k] = stats(v for v, s in zip(arr[k], succ) if s)
+    div = max(per_image_divisor if per_image_divisor is not None else n, 1)
+    rec["seconds_per_image"] = arr["seconds"] / div
+    rec["grad_evals_per_image"] = arr["gradients"] / div
+    rec["hvps_per_image"] = arr["hvps"] / div
+    rec["forwards_per_image"] = arr["forwards"] / div
+    r = ratio_stats(arr.get(norm, arr["l2"]) if norm in DIST_KEYS else arr["l2"], succ, optimum)
+    if r is not None:
+        rec["ratio_to_optimum"] = r
+    if extra:
+        rec.update(extra)
+    return rec
+
+
+def run_record(
+    x: torch.Tensor,
+    result: AttackResult,
+    attack: str,
+    library: str,
+    norm: str,
+    targeted: bool,
+    case: str = "untargeted",
+    optimum: Sequence[float] | torch.Tensor | None = None,
+) -> dict:
+    """The run record of one attack call: (x, AttackResult, name, library, norm, targeted, case)."""
+    if isinstance(optimum, torch.Tensor):
+        optimum = [float(v) for v in optimum.detach().cpu().double().tolist()]
+    return record_from_arrays(example_arrays(x, result), attack, library, norm, targeted, case, optimum)
+
+
+# ------------------------------------------------------------------------------------------
+# targeted cases
+# ------------------------------------------------------------------------------------------
+def pick(arrs: Sequence[Arrays], choice: Sequence[int]) -> Arrays:
+    """Per example i the entry of run choice[i] (the counters are summed over all runs)."""
+    out: Arrays = {"success": [arrs[c]["success"][i] for i, c in enumerate(choice)]}
+    for k in DIST_KEYS:
+        out[k] = [arrs[c][k][i] for i, c in enumerate(choice)]
+    for k in COUNTER_KEYS:
+        out[k] = sum(a[k] for a in arrs)
+    out["seconds"] = float(out["seconds"])
+    out["units"] = sum(a.get("units", 1) for a in arrs)
+    return out
+
+
+def _key(v: float) -> float:
+    return v if math.isfinite(v) else math.inf
+
+
+def targeted_cases(per_target: Sequence[Arrays], random_choice: Sequence[int], norm: str) -> dict[str, Arrays]:
+    """average / best / worst from the runs of every target (SPEC 8).
+
+    per_target[k]: the arrays of the run against the k-th target (same images in every run).
+    random_choice[i]: index k of image i's seeded random target (the `average` case).
+    best: per image the successful target with the least distortion in `norm` (success if any
+    succeeded); worst: the target with the most (success only if every target succeeded).
+    Ties go to the lowest k.
+    """
+    n = _n(per_target[0])
+    K = len(per_target)
+    best, worst = [], []
+    succ_best, succ_worst = [], []
+    for i in range(n):
+        ok = [k for k in range(K) if per_target[k]["success"][i]]
+        if ok:
+            best.append(min(ok, key=lambda k: (_key(per_target[k][norm][i]), k)))
+            succ_best.append(True)
+        else:
+            best.append(random_choice[i])
+            succ_best.append(False)
+        worst.append(max(range(K), key=lambda k: (_key(per_target[k][norm][i]) if per_target[k]["success"][i]
+                                                   else math.inf, -k)))
+        succ_worst.append(len(ok) == K)
+    b = pick(per_target, best)
+    b["success"] = succ_best
+    w = pick(per_target, worst)
+    w["success"] = succ_worst
+    return {"average": pick(per_target, random_choice), "best": b, "worst": w}
+
+
+# ------------------------------------------------------------------------------------------
+# per-image best over attacks, robust accuracy
+# ------------------------------------------------------------------------------------------
+def per_image_best(runs: Sequence[Arrays], norm: str) -> tuple[Arrays, list[int]]:
+    """Per image the successful run with the least distortion in `norm` (counters summed).
+
+    Returns the arrays and, per image, the index of the winning run (-1 where none succeeded).
+    """
+    n = _n(runs[0])
+    choice, won = [], []
+    for i in range(n):
+        ok = [r for r in range(len(runs)) if runs[r]["success"][i]]
+        if ok:
+            c = min(ok, key=lambda r: (_key(runs[r][norm][i]), r))
+            choice.append(c)
+            won.append(c)
+        else:
+            choice.append(0)
+            won.append(-1)
+    out = pick(runs, choice)
+    out["success"] = [w >= 0 for w in won]
+    return out, won
+
+
+def robust_accuracy_min_norm(arr: Arrays, norm: str, eps_list: Iterable[float], tol: float = 1e-6) -> dict[str, float]:
+    """Share of images NOT broken at each eps: broken = success with distance <= eps."""
+    n = max(_n(arr), 1)
+    out = {}
+    for e in eps_list:
+        broken = sum(1 for s, d in zip(arr["success"], arr[norm]) if s and d <= e + tol)
+        out[fmt_eps(e)] = 1.0 - broken / n
+    return out
+
+
+def robust_accuracy_any(broken_sets: Sequence[Sequence[bool]]) -> float:
+    """Robust accuracy when an image counts as broken if any attack broke it."""
+    n = max(len(broken_sets[0]), 1)
+    return 1.0 - sum(1 for i in range(n) if any(b[i] for b in broken_sets)) / n
+
+
+def fmt_eps(e: float) -> str:
+    return f"{float(e):.6g}"
+
+
+# ------------------------------------------------------------------------------------------
+# Markdown
+# ------------------------------------------------------------------------------------------
+def _fmt(v, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "inf" if v > 0 else "-"
+        if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-3):
+            return f"{v:.3g}"
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _pair(d: dict | None) -> str:
+    if not d or d.get("median") is None:
+        return "-"
+    return f"{_fmt(d['median'])} / {_fmt(d['mean'])}"
+
+
+def markdown_table(runs: Sequence[dict], title: str | None = None) -> str:
+    """Markdown table of run records: distances as `median / mean` over successes."""
+    has_ratio = any("ratio_to_optimum" in r for r in runs)
+    has_eps = any("eps" in r for r in runs)
+    head = ["attack", "library", "case", "norm"] + (["eps"] if has_eps else []) + \
+        ["n", "ASR", "L0 med/mean", "L2 med/mean", "Linf med/mean", "PSNR med/mean",
+         "s/img", "grads/img", "HVPs/img"] + (["ratio to opt. (med)"] if has_ratio else [])
+    lines = []
+    if title:
+        lines += [f"### {title}", ""]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join("---" for _ in head) + "|")
+    for r in runs:
+        row = [r["attack"], r.get("library", "-"), r.get("case", "-"), r.get("norm", "-")]
+        if has_eps:
+            row.append(_fmt(r.get("eps")))
+        row += [str(r["n"]), f"{100 * r['asr']:.1f}%", _pair(r.get("l0")), _pair(r.get("l2")),
+                _pair(r.get("linf")), _pair(r.get("psnr")), _fmt(r.get("seconds_per_image"), 3),
+                _fmt(r.get("grad_evals_per_image"), 5), _fmt(r.get("hvps_per_image"), 5)]
+        if has_ratio:
+            ro = r.get("ratio_to_optimum")
+            row.append(_fmt(ro["median"], 5) + f" (n={ro['n']})" if ro and ro.get("median") is not None else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def robust_accuracy_table(rows: Sequence[dict]) -> str:
+    """Markdown table of robust accuracy rows {"attack", "case", "norm", "kind", "accuracy": {eps: acc}}."""
+    if not rows:
+        return ""
+    eps = []
+    for r in rows:
+        for e in r["accuracy"]:
+            if e not in eps:
+                eps.append(e)
+    eps.sort(key=float)
+    head = ["attack", "case", "norm", "kind"] + [f"eps={e}" for e in eps]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        cells = [r["attack"], r.get("case", "-"), r.get("norm", "-"), r.get("kind", "-")]
+        cells += [f"{100 * r['accuracy'][e]:.1f}%" if e in r["accuracy"] else "-" for e in eps]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,5 @@
+"""Curvature: second-order expansions of an objective w.r.t. the input (SPEC section 3)."""
+from .expansion import Expansion
+from .sources import SOURCES, choose, curvature_is_zero, expand, has_smooth_top, hvp_operator
+
+__all__ = ["Expansion", "SOURCES", "choose", "curvature_is_zero", "expand", "has_smooth_top", "hvp_operator"]

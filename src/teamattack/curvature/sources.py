@@ -1,0 +1,230 @@
+"""Curvature sources: each builds an `Expansion` of objective(model(x)) around a batch x.
+
+| source  | H                                   | cost per example (backward-pass units)  |
+|---------|-------------------------------------|------------------------------------------|
+| none    | 0 (first-order model)               | 1 gradient                               |
+| exact   | exact Hessian; low-rank A^T Ha A on | p gradients of the p smooth-layer inputs |
+|         | nets split as features/smooth/head  | (p = 200 on the MNIST Table I net)       |
+|         | (features piecewise linear), else   | n Hessian-vector products (dense n x n)  |
+|         | dense via torch.func                |                                          |
+| krylov  | rank-k Lanczos approximation        | k Hessian-vector products                |
+| ggn     | J^T (d2f/dZ2) J, rank <= classes    | m gradients (m = number of classes)      |
+
+Fact (documented in docs/engine.md): for ReLU / max-pool networks the Hessian of a logit is zero
+almost everywhere, so logit objectives (T1-T3, margin) are first-order there; softmax objectives
+(T4-T6) and smooth layers (the Table I nets' sigmoid) keep curvature.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, hessian, vjp, vmap
+
+from ..counting import CountingModel
+from ..objectives import Objective
+from .expansion import Expansion
+
+ObjectiveFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _raw(model: nn.Module) -> nn.Module:
+    return model.model if isinstance(model, CountingModel) else model
+
+
+def _count(model: nn.Module, **kw: int) -> None:
+    if isinstance(model, CountingModel):
+        model.add(**kw)
+
+
+def _labels(y: torch.Tensor, target: torch.Tensor | None, other: torch.Tensor | None):
+    t = target if target is not None else y
+    o = other if other is not None else y
+    return t, o
+
+
+def has_smooth_top(model: nn.Module) -> bool:
+    """True when the model exposes `features` (piecewise linear), `smooth` and `head`."""
+    m = _raw(model)
+    return all(hasattr(m, a) for a in ("features", "smooth", "head"))
+
+
+def first_order(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, other=None) -> Expansion:
+    """f and g only (H = 0)."""
+    xr = x.detach().requires_grad_(True)
+    f = obj(model(xr), y, target, other)
+    (g,) = torch.autograd.grad(f.sum(), xr)
+    return Expansion(f.detach(), g.reshape(len(x), -1), kind="none")
+
+
+def exact_lowrank(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, other=None) -> Expansion:
+    """Exact Hessian of a net whose layers below `smooth` are piecewise linear: H = A^T Ha A.
+
+    A = d a / d x is the Jacobian of the smooth layer's input a = features(x) (exact within the
+    current linear region), Ha the Hessian of objective(head(smooth(a))) w.r.t. a.
+    """
+    m = _raw(model)
+    B = x.shape[0]
+    t, o = _labels(y, target, other)
+    with torch.enable_grad():
+        a, vjp_fn = vjp(m.features, x.detach())
+        p = a.shape[1]
+        eye = torch.eye(p, dtype=a.dtype, device=a.device).unsqueeze(1).expand(p, B, p)
+        (A,) = vmap(vjp_fn)(eye)                                # (p, B, *x.shape[1:])
+    A = A.reshape(p, B, -1).permute(1, 0, 2)                    # (B, p, n)
+
+    def top(ai, yi, ti, oi):
+        z = m.head(m.smooth(ai.unsqueeze(0)))
+        return obj(z, yi[None], ti[None] if target is not None else None, oi[None] if other is not None else None)[0]
+
+    a = a.detach()
+    ga = vmap(grad(top))(a, y, t, o)                            # (B, p)
+    Ha = vmap(hessian(top))(a, y, t, o)                         # (B, p, p)
+    with torch.no_grad():
+        f = obj(m.head(m.smooth(a)), y, target, other)
+    g = torch.bmm(A.transpose(1, 2), ga.unsqueeze(-1)).squeeze(-1)
+    _count(model, forwards=B, gradients=B * p)
+    Ha = 0.5 * (Ha + Ha.transpose(1, 2))
+    return Expansion(f, g, Q=A.transpose(1, 2), Hs=Ha, kind="exact", info={"rank": p, "form": "low-rank"})
+
+
+def exact_dense(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, other=None,
+                memory_bytes: float = 2e9) -> Expansion:
+    """Full per-example Hessian by forward-over-reverse autodiff (torch.func), chunked by memory."""
+    m = _raw(model)
+    params = {k: v.detach() for k, v in m.named_parameters()}
+    buffers = dict(m.named_buffers())
+    B = x.shape[0]
+    n = x[0].numel()
+    t, o = _labels(y, target, other)
+    shape = x.shape[1:]
+
+    def f_single(xi, yi, ti, oi):
+        z = functional_call(m, (params, buffers), (xi.reshape(1, *shape),))
+        return obj(z, yi[None], ti[None] if target is not None else None, oi[None] if other is not None else None)[0]
+
+    # activations of one example pushed through n tangents: budget ~ 64 n^2 bytes per example
+    chunk = max(1, int(memory_bytes // max(64.0 * n * n, 1.0)))
+    Hs, gs, fs = [], [], []
+    xf = x.detach().reshape(B, n)
+    for i in range(0, B, chunk):
+        sl = slice(i, i + chunk)
+        Hs.append(vmap(hessian(f_single))(xf[sl], y[sl], t[sl], o[sl]))
+        gs.append(vmap(grad(f_single))(xf[sl], y[sl], t[sl], o[sl]))
+        with torch.no_grad():
+            fs.append(obj(m(x[sl]), y[sl], None if target is None else target[sl], None if other is None else other[sl]))
+    H = torch.cat(Hs)
+    H = 0.5 * (H + H.transpose(1, 2))
+    _count(model, forwards=B, gradients=B, hvps=B * n)
+    return Expansion(torch.cat(fs), torch.cat(gs), H=H, kind="exact", info={"rank": n, "form": "dense"})
+
+
+def logit_jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits z (B, m) and their input Jacobian J (B, m, n): m vectorised backward passes."""
+    m = _raw(model)
+    B = x.shape[0]
+    with torch.enable_grad():
+        z, vjp_fn = vjp(m, x.detach())
+        k = z.shape[1]
+        eye = torch.eye(k, dtype=z.dtype, device=z.device).unsqueeze(1).expand(k, B, k)
+        (J,) = vmap(vjp_fn)(eye)                                # (k, B, *shape)
+    _count(model, forwards=B, gradients=B * k)
+    return z.detach(), J.reshape(k, B, -1).permute(1, 0, 2)    # (B, k, n)
+
+
+def gauss_newton(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, other=None) -> Expansion:
+    """Generalised Gauss-Newton J^T (d2 f / dZ2) J with J = dZ/dx (rank <= number of classes)."""
+    B = x.shape[0]
+    t, o = _labels(y, target, other)
+    z, J = logit_jacobian(model, x)
+    k = z.shape[1]
+
+    def on_logits(zi, yi, ti, oi):
+        return obj(zi.unsqueeze(0), yi[None], ti[None] if target is not None else None, oi[None] if other is not None else None)[0]
+
+    z = z.detach()
+    gz = vmap(grad(on_logits))(z, y, t, o)
+    Hz = vmap(hessian(on_logits))(z, y, t, o)
+    f = obj(z, y, target, other)
+    g = torch.bmm(J.transpose(1, 2), gz.unsqueeze(-1)).squeeze(-1)
+    Hz = 0.5 * (Hz + Hz.transpose(1, 2))
+    return Expansion(f, g, Q=J.transpose(1, 2), Hs=Hz, kind="ggn", info={"rank": k, "form": "low-rank"})
+
+
+def hvp_operator(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, other=None):
+    """(f, g, hvp) with hvp(V (B,n)) -> (B,n) by double backward through one kept graph."""
+    B = x.shape[0]
+    xr = x.detach().requires_grad_(True)
+    f = obj(model(xr), y, target, other)
+    (g,) = torch.autograd.grad(f.sum(), xr, create_graph=True)
+    g_flat = g.reshape(B, -1)
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:
+        (hv,) = torch.autograd.grad(g_flat, xr, grad_outputs=v, retain_graph=True)
+        _count(model, hvps=B)
+        return hv.reshape(B, -1).detach()
+
+    return f.detach(), g_flat.detach(), hvp
+
+
+def krylov(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, other=None, k: int = 20) -> Expansion:
+    """Hessian-free: k Lanczos steps from g with HVPs; H ~ V T V^T (rank k)."""
+    from ..subproblems import lanczos
+
+    f, g, hvp = hvp_operator(model, obj, x, y, target, other)
+    k = min(k, g.shape[1])
+    V, T = lanczos(g, hvp, k)
+    return Expansion(f, g, Q=V, Hs=T, kind="krylov", info={"rank": k, "form": "lanczos"})
+
+
+def curvature_is_zero(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, other=None,
+                      rel_tol: float = 1e-6) -> bool:
+    """Probe one HVP with a random direction: is H = 0 here (e.g. logits of a ReLU net)?"""
+    f, g, hvp = hvp_operator(model, obj, x, y, target, other)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    v = torch.randn(g.shape, generator=gen).to(g)
+    hv = hvp(v)
+    scale = g.norm(dim=1).clamp_min(1e-12) * max(1.0, math.sqrt(g.shape[1]))
+    return bool((hv.norm(dim=1) <= rel_tol * scale).all())
+
+
+SOURCES = ("none", "exact", "krylov", "ggn", "auto")
+
+
+def choose(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None,
+           memory_bytes: float = 2e9, dense_max_n: int = 1024) -> tuple[str, str]:
+    """What `hessian="auto"` picks, and why."""
+    n = x[0].numel()
+    if not obj.softmax and curvature_is_zero(model, obj, x[:4], y[:4], None if target is None else target[:4]):
+        return "none", "the objective's Hessian is zero here (piecewise-linear logits): first order is exact"
+    if has_smooth_top(model):
+        return "exact", "piecewise-linear features below a smooth layer: exact low-rank Hessian"
+    if n <= dense_max_n and x.shape[0] * n * n * 4 <= memory_bytes:
+        return "exact", f"n = {n}: the dense Hessian fits in memory"
+    return "krylov", f"n = {n}: Hessian-free Lanczos"
+
+
+def expand(model: nn.Module, obj: Objective, x: torch.Tensor, y: torch.Tensor,
+           target: torch.Tensor | None = None, other: torch.Tensor | None = None,
+           source: str = "exact", k: int = 20, memory_bytes: float = 2e9) -> Expansion:
+    """Second-order expansion of obj(model(x)) around x with the chosen curvature source.
+
+    For margin objectives the competing class is fixed at the expansion point (`other`, default the
+    current runner-up), so the expanded function is smooth.
+    """
+    if obj.margin and other is None:
+        with torch.no_grad():
+            other = obj.runner_up(_raw(model)(x), y, target)
+    if source == "none":
+        return first_order(model, obj, x, y, target, other)
+    if source == "exact":
+        if has_smooth_top(model):
+            return exact_lowrank(model, obj, x, y, target, other)
+        return exact_dense(model, obj, x, y, target, other, memory_bytes)
+    if source == "krylov":
+        return krylov(model, obj, x, y, target, other, k)
+    if source == "ggn":
+        return gauss_newton(model, obj, x, y, target, other)
+    raise ValueError(f"unknown curvature source {source!r}; choose one of {SOURCES}")

@@ -1,0 +1,97 @@
+"""Reproducible experiments: a registry `name -> Experiment(function, help, default n)`.
+
+Each experiment is a function `func(ctx: Context) -> dict` that writes its PNGs under `ctx.out` and
+returns a JSON-able dict; `teamattack reproduce NAME` runs it and writes that dict (plus the
+command line, seed, device, wall time) to the `--json` path. New experiments join with
+
+    from teamattack.experiments import Context, register
+
+    @register("e1-objectives", "paper 001 Tables II-III: ...", default_n=100)
+    def e1(ctx: Context) -> dict: ...
+
+and by adding their module to `MODULES` below (imported by `load_all()`).
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+# modules whose import registers experiments (E1-E7 add theirs here)
+MODULES = ("teamattack.experiments.math_paper", "teamattack.experiments.theorems")
+
+
+@dataclass
+class Context:
+    """What every experiment receives: the common options of `teamattack reproduce`."""
+
+    n: int | None = None          # number of images; None = the experiment's default
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    data_root: str | None = None
+    out: Path = field(default_factory=lambda: Path("results"))
+    progress: bool = True
+
+    def n_or(self, default: int) -> int:
+        return default if self.n is None else int(self.n)
+
+    def log(self, *msg: object) -> None:
+        print(*msg, flush=True)
+
+    def png(self, name: str) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        return self.out / name
+
+    def tqdm(self, iterable=None, **kw):
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, disable=not self.progress, file=sys.stderr, leave=False, **kw)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    func: Callable[[Context], dict]
+    help: str
+    default_n: int | None
+    n_means: str = "images"
+
+
+REGISTRY: dict[str, Experiment] = {}
+
+
+def register(name: str, help: str, default_n: int | None = None, n_means: str = "images"):
+    """Decorator adding `func(ctx) -> dict` to the registry under `name`."""
+
+    def deco(func: Callable[[Context], dict]) -> Callable[[Context], dict]:
+        if name in REGISTRY and REGISTRY[name].func is not func:
+            raise ValueError(f"experiment {name!r} registered twice")
+        REGISTRY[name] = Experiment(name, func, help, default_n, n_means)
+        return func
+
+    return deco
+
+
+def load_all() -> dict[str, Experiment]:
+    for mod in MODULES:
+        importlib.import_module(mod)
+    return REGISTRY
+
+
+def get(name: str) -> Experiment:
+    load_all()
+    if name not in REGISTRY:
+        raise KeyError(f"unknown experiment {name!r}; choose one of {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def run(name: str, ctx: Context | None = None) -> dict:
+    """Run a registered experiment in-process (what the CLI does, without writing JSON)."""
+    return get(name).func(ctx or Context())
+
+
+__all__ = ["Context", "Experiment", "MODULES", "REGISTRY", "get", "load_all", "register", "run"]

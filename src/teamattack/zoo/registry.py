@@ -1,0 +1,115 @@
+"""Weights as safetensors plus a JSON card beside them; ``load`` by zoo name or by path.
+
+Never unpickles anything: weights are read with safetensors, cards with json.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .architectures import ARCHITECTURES, build
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def card_path(weights: str | os.PathLike) -> Path:
+    """The card that belongs to ``weights``: same name, ``.json`` instead of ``.safetensors``."""
+    p = Path(weights)
+    return p.with_suffix(".json") if p.suffix == ".safetensors" else Path(str(p) + ".json")
+
+
+def names() -> list[str]:
+    """Zoo names that have committed weights."""
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors") if "." not in p.stem and card_path(p).is_file())
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def save_state(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Atomic safetensors write of a dict of tensors (copied to contiguous CPU memory)."""
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    _atomic(Path(path), lambda tmp: save_file(flat, str(tmp), metadata=metadata))
+
+
+def write_card(path: str | os.PathLike, card: dict) -> None:
+    _atomic(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
+
+
+def save(model: nn.Module, path: str | os.PathLike, card: dict) -> Path:
+    """Write ``model``'s state_dict to ``path`` (.safetensors) and ``card`` to the .json beside it.
+
+    ``card["arch"]`` must name a zoo architecture (``teamattack.zoo.ARCHITECTURES``) so that
+    :func:`load` can rebuild the model.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    arch = card.get("arch")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"card['arch'] must be one of {', '.join(ARCHITECTURES)}; got {arch!r}")
+    save_state(model.state_dict(), path, metadata={"arch": arch})
+    write_card(card_path(path), card)
+    return path
+
+
+def read_card(name_or_path: str | os.PathLike) -> dict:
+    """The card of a zoo name or of a weights path."""
+    return json.loads(card_path(resolve(name_or_path)).read_text())
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """Zoo name -> its committed weights file; an existing path -> itself."""
+    s = str(name_or_path)
+    zoo_file = WEIGHTS_DIR / f"{s}.safetensors"
+    if "/" not in s and os.sep not in s and zoo_file.is_file():
+        return zoo_file
+    p = Path(s).expanduser()
+    if p.is_file():
+        return p
+    if p.with_name(p.name + ".safetensors").is_file():
+        return p.with_name(p.name + ".safetensors")
+    if s in ARCHITECTURES:
+        raise FileNotFoundError(
+            f"the zoo has no trained weights for {s!r} ({zoo_file} is missing); train them with "
+            f"`teamattack train --arch {s} --out {zoo_file}` or use teamattack.zoo.build({s!r}) for an "
+            f"untrained model. Names with weights: {', '.join(names()) or 'none'}"
+        )
+    raise FileNotFoundError(
+        f"{s!r} is neither a zoo name ({', '.join(names()) or 'none'}) nor an existing weights file"
+    )
+
+
+def load(name_or_path: str | os.PathLike, device: str | torch.device | None = None) -> nn.Module:
+    """A zoo model in eval mode with its weights: a zoo name or a path to a .safetensors file.
+
+    The architecture comes from the card beside the weights (``<file>.json``), or, without a
+    card, from the ``arch`` entry of the safetensors metadata. The card is attached as
+    ``model.card``.
+    """
+    path = resolve(name_or_path)
+    cpath = card_path(path)
+    card: dict = json.loads(cpath.read_text()) if cpath.is_file() else {}
+    arch = card.get("arch")
+    if arch is None:
+        with safe_open(str(path), framework="pt") as f:
+            arch = (f.metadata() or {}).get("arch")
+    if arch is None:
+        raise ValueError(f"{path}: no card ({cpath}) and no 'arch' in the safetensors metadata")
+    model = build(arch)
+    model.load_state_dict(load_file(str(path), device="cpu"), strict=True)
+    model.card = card  # type: ignore[attr-defined]
+    if device is not None:
+        model.to(torch.device(device))
+    return model.eval()

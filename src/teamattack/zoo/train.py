@@ -1,0 +1,265 @@
+"""Deterministic, resumable training of the zoo's architectures (``teamattack train``).
+
+- Deterministic given the seed: the initialisation uses ``torch.manual_seed(seed)``, and each
+  epoch's shuffle and augmentation use a generator seeded by (seed, epoch), so a run resumed
+  after an interruption follows the same path as an uninterrupted one (same thread count).
+- A checkpoint is written atomically after every epoch: ``<out stem>.ckpt.safetensors`` (model
+  and optimizer tensors) and ``<out stem>.ckpt.json`` (epoch, optimizer settings, history). It is
+  deleted when training completes (``keep_checkpoint=True`` keeps it). Nothing is pickled.
+- The learning rate is a pure function of the step (``constant``, ``cosine``, or ``onecycle`` =
+  linear warm-up over the first 15% of steps from lr/10, then cosine to 0), so it needs no state.
+- Augmentation (``augment=True``): random crop after zero-padding (4 px for 32x32, 2 px for
+  28x28, 1 px for 8x8) and, for CIFAR-10 only, a random horizontal flip.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+
+from .. import data
+from .architectures import build, dataset_of
+from .registry import save, save_state, write_card
+
+DEFAULTS: dict[str, dict] = {
+    "digits": {"optimizer": "adam", "lr": 3e-3, "batch_size": 64, "weight_decay": 0.0, "schedule": "cosine"},
+    "mnist": {"optimizer": "adam", "lr": 1e-3, "batch_size": 128, "weight_decay": 0.0, "schedule": "cosine"},
+    "cifar10": {"optimizer": "sgd", "lr": 0.05, "batch_size": 128, "weight_decay": 5e-4, "schedule": "onecycle"},
+}
+SCHEDULES = ("constant", "cosine", "onecycle")
+OPTIMIZERS = ("adam", "sgd")
+
+
+def lr_at(step: int, total: int, lr: float, schedule: str) -> float:
+    if schedule == "constant" or total <= 0:
+        return lr
+    t = min(step, total) / total
+    if schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule == "onecycle":
+        w = 0.15
+        if t < w:
+            return lr * (0.1 + 0.9 * t / w)
+        return lr * 0.5 * (1.0 + math.cos(math.pi * (t - w) / (1 - w)))
+    raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+def augment_batch(x: torch.Tensor, g: torch.Generator, pad: int, flip: bool) -> torch.Tensor:
+    """Random crop of the zero-padded batch (offsets in [0, 2 pad]) and optional horizontal flip."""
+    b, c, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
+    i = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    j = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    rows = (i[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (j[:, None] + torch.arange(w))[:, None, None, :]
+    out = xp[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    if flip:
+        m = torch.rand(b, generator=g) < 0.5
+        out[m] = out[m].flip(3)
+    return out
+
+
+def _batch_to_float(images: torch.Tensor) -> torch.Tensor:
+    t = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+    return t.permute(0, 3, 1, 2).contiguous()
+
+
+def _make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def _ckpt_paths(out: Path) -> tuple[Path, Path]:
+    stem = out.name[: -len(".safetensors")] if out.name.endswith(".safetensors") else out.name
+    return out.with_name(stem + ".ckpt.safetensors"), out.with_name(stem + ".ckpt.json")
+
+
+def _save_checkpoint(out: Path, model: nn.Module, opt: torch.optim.Optimizer, meta: dict) -> None:
+    tpath, jpath = _ckpt_paths(out)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    sd = opt.state_dict()
+    scalars: dict[str, dict] = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{pid}.{k}"] = v
+            else:
+                scalars.setdefault(str(pid), {})[k] = v
+    meta = dict(meta, optim_param_groups=sd["param_groups"], optim_scalars=scalars)
+    save_state(tensors, tpath, metadata={"epoch": str(meta["epoch"])})
+    write_card(jpath, meta)
+
+
+def _load_checkpoint(out: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict | None:
+    tpath, jpath = _ckpt_paths(out)
+    if not (tpath.is_file() and jpath.is_file()):
+        return None
+    meta = json.loads(jpath.read_text())
+    tensors = load_file(str(tpath), device="cpu")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    for pid, st in meta["optim_scalars"].items():
+        state.setdefault(int(pid), {}).update(st)
+    opt.load_state_dict({"state": state, "param_groups": meta["optim_param_groups"]})
+    return meta
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> tuple[int, int]:
+    """(number correct, number of examples) with the model in eval mode (its mode is restored)."""
+    was_training = model.training
+    model.eval()
+    correct = int((data.predict(model, x, batch_size) == y).sum())
+    model.train(was_training)
+    return correct, len(y)
+
+
+def train(
+    arch: str,
+    out: str | Path,
+    dataset: str | None = None,
+    epochs: int = 10,
+    seed: int = 0,
+    resume: bool = False,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    augment: bool = False,
+    optimizer: str | None = None,
+    schedule: str | None = None,
+    weight_decay: float | None = None,
+    root: str | Path | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+    keep_checkpoint: bool = False,
+    command: str | None = None,
+    log=print,
+) -> dict:
+    """Train ``arch`` on ``dataset``'s train split, write ``out`` (.safetensors) and its card; return the card."""
+    from tqdm import tqdm
+
+    dataset = dataset or dataset_of(arch)
+    if data.input_shape(dataset) != data.input_shape(dataset_of(arch)):
+        raise ValueError(f"architecture {arch} takes {dataset_of(arch)} inputs, not {dataset}")
+    d = DEFAULTS[data._check_name(dataset)]
+    optimizer = optimizer or d["optimizer"]
+    lr = d["lr"] if lr is None else lr
+    batch_size = batch_size or d["batch_size"]
+    weight_decay = d["weight_decay"] if weight_decay is None else weight_decay
+    schedule = schedule or d["schedule"]
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        out = out.with_name(out.name + ".safetensors")
+
+    images, labels = data.load_arrays(dataset, "train", root)
+    x_all = torch.from_numpy(images.copy())
+    y_all = torch.from_numpy(labels.copy()).long()
+    x_test, y_test = data.load(dataset, "test", root=root)
+    n = len(y_all)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total_steps = epochs * steps_per_epoch
+    side = data.input_shape(dataset)[1]
+    pad = {32: 4, 28: 2}.get(side, 1)
+    flip = data._check_name(dataset) == "cifar10"
+
+    torch.manual_seed(seed)
+    model = build(arch)
+    opt = _make_optimizer(model, optimizer, lr, weight_decay)
+    settings = {"arch": arch, "dataset": dataset, "seed": seed, "epochs": epochs, "optimizer": optimizer,
+                "lr": lr, "schedule": schedule, "weight_decay": weight_decay, "batch_size": batch_size,
+                "augment": augment}
+    start_epoch, history, elapsed = 0, [], 0.0
+    if resume:
+        meta = _load_checkpoint(out, model, opt)
+        if meta is None:
+            log(f"no checkpoint beside {out}; starting from scratch")
+        else:
+            changed = {k: (meta["settings"].get(k), v) for k, v in settings.items()
+                       if k != "epochs" and meta["settings"].get(k) != v}
+            if changed:
+                raise ValueError(f"--resume with settings that differ from the checkpoint's: {changed}")
+            start_epoch, history, elapsed = meta["epoch"], meta["history"], meta["training_time_s"]
+            log(f"resuming {arch} after epoch {start_epoch} ({elapsed:.0f} s of training so far)")
+
+    tty = sys.stderr.isatty()
+    model.train()
+    for epoch in range(start_epoch, epochs):
+        t0 = time.time()
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=g)
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"{arch} epoch {epoch + 1}/{epochs}", disable=not progress,
+                   mininterval=1.0 if tty else 60.0, leave=tty, file=sys.stderr)
+        for s in bar:
+            idx = perm[s * batch_size : (s + 1) * batch_size]
+            xb, yb = _batch_to_float(x_all[idx]), y_all[idx]
+            if augment:
+                xb = augment_batch(xb, g, pad, flip)
+            step_lr = lr_at(epoch * steps_per_epoch + s, total_steps, lr, schedule)
+            for group in opt.param_groups:
+                group["lr"] = step_lr
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(yb)
+            correct += int((logits.argmax(1) == yb).sum())
+            seen += len(yb)
+            if s % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", lr=f"{step_lr:.2e}", refresh=False)
+        bar.close()
+        tc, tn = evaluate(model, x_test, y_test)
+        dt = time.time() - t0
+        elapsed += dt
+        history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+                        "test_accuracy": tc / tn, "seconds": round(dt, 1)})
+        log(f"{arch} epoch {epoch + 1}/{epochs}: train loss {loss_sum / seen:.4f} acc {correct / seen:.4f} | "
+            f"test acc {tc / tn:.4f} ({tc}/{tn}) | {dt:.1f} s")
+        _save_checkpoint(out, model, opt, {"epoch": epoch + 1, "settings": settings, "history": history,
+                                           "training_time_s": elapsed})
+
+    model.eval()
+    tc, tn = evaluate(model, x_test, y_test)
+    test_set = f"{dataset} test split, all {tn} images"
+    if data._check_name(dataset) == "cifar10" and tn == 1017:
+        test_set = "CIFAR-10 test set: only its first 1017 images (the complete test set is not available here)"
+    if data._check_name(dataset) == "digits":
+        test_set = f"sklearn digits, fixed test third ({tn} images; teamattack.data.digits_split_indices)"
+    card = {
+        "name": out.name[: -len(".safetensors")],
+        **settings,
+        "test_accuracy": tc / tn,
+        "test_correct": tc,
+        "test_n": tn,
+        "test_set": test_set,
+        "train_accuracy_last_epoch": history[-1]["train_accuracy"] if history else None,
+        "command": command,
+        "training_time_s": round(elapsed, 1),
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "history": history,
+    }
+    save(model, out, card)
+    if not keep_checkpoint:
+        for p in _ckpt_paths(out):
+            p.unlink(missing_ok=True)
+    log(f"wrote {out} and {out.with_suffix('.json')}: test accuracy {tc / tn:.4f} ({tc}/{tn})")
+    return card

@@ -1,0 +1,144 @@
+"""TEAM engine: limits with known answers, budgets, and success on a trained model."""
+import pytest
+import torch
+from torch import nn
+
+import teamattack as ta
+from teamattack.attacks import FGSM, TEAM, GaussNewton
+from teamattack.validation import InputError
+
+
+def _linear(n=16, m=2, seed=0, scale=1.0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(n, m)).double().eval()
+    with torch.no_grad():
+        model[1].weight.mul_(scale)
+    return model
+
+
+def test_linf_step_with_zero_curvature_is_fgsm():
+    """Two classes: sign(grad CE) = -sign(grad margin), so TEAM-Linf(H=0) is exactly FGSM."""
+    model = _linear(m=2)
+    x = torch.rand(6, 16, dtype=torch.float64)
+    y = model(x).argmax(1)
+    eps = 0.05
+    team = TEAM(model, norm="linf", objective="margin", hessian="none", eps=eps)(x, y)
+    fgsm = FGSM(model, eps=eps)(x, y)
+    torch.testing.assert_close(team.x_adv, fgsm.x_adv)
+
+
+def test_l2_step_with_zero_curvature_is_normalised_gradient():
+    model = _linear(m=3)
+    x = torch.full((4, 16), 0.5, dtype=torch.float64) + 0.01 * torch.randn(4, 16, dtype=torch.float64)
+    y = model(x).argmax(1)
+    eps = 0.1
+    res = TEAM(model, norm="l2", objective="T1", hessian="none", eps=eps)(x, y)
+    w = model[1].weight[y]                                  # grad of Z_y
+    expected = x - eps * w / w.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(res.x_adv, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_min_norm_on_linear_softmax_matches_closed_form():
+    model = _linear(n=16, m=4, seed=3, scale=3.0)
+    torch.manual_seed(4)
+    x = 0.5 + 0.05 * torch.rand(8, 16, dtype=torch.float64)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+        W = model[1].weight
+        z = model(x)
+        dist = torch.full((8,), float("inf"), dtype=torch.float64)
+        step_linf = torch.zeros(8, dtype=torch.float64)
+        for j in range(4):
+            w = W[y] - W[j]
+            dj = (z.gather(1, y[:, None])[:, 0] - z[:, j]) / w.norm(dim=1)
+            closer = (y != j) & (dj < dist)
+            step_linf = torch.where(closer, (dj[:, None] * w / w.norm(dim=1, keepdim=True)).abs().amax(1), step_linf)
+            dist = torch.where(closer, dj, dist)
+    assert float(step_linf.max()) < 0.44, "the closed form needs the box to stay inactive"
+    res = TEAM(model, norm="l2", mode="min-norm", hessian="exact")(x, y)
+    assert bool(res.success.all())
+    torch.testing.assert_close(res.l2.double(), dist, rtol=1e-3, atol=0)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    model = ta.zoo.load("digits-cnn")
+    x, y = ta.data.load("digits", "test", n=60, seed=0)
+    x, y = ta.data.correctly_classified(model, x, y)
+    return model, x[:40], y[:40]
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf", "l0"])
+@pytest.mark.parametrize("targeted", [False, True])
+def test_full_success_on_trained_digits_model_inside_box_and_budget(digits, norm, targeted):
+    model, x, y = digits
+    target = (y + 1 + torch.arange(len(y)) % 9) % 10 if targeted else None
+    res = TEAM(model, norm=norm, targeted=targeted)(x, y, target)
+    assert res.asr == 1.0
+    assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
+    dist = {"l2": res.l2, "linf": res.linf, "l0": res.l0}[norm]
+    assert bool((dist <= res.radius + 1e-4).all()), "output outside the budget it reports"
+    fresh = model(res.x_adv).argmax(1)
+    assert bool((fresh == target).all()) if targeted else bool((fresh != y).all())
+
+
+@pytest.mark.parametrize("mode", ["iterated", "min-norm"])
+def test_beyond_paper_modes_succeed(digits, mode):
+    model, x, y = digits
+    res = TEAM(model, norm="l2", mode=mode, steps=5)(x[:20], y[:20])
+    assert res.asr == 1.0
+    assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
+
+
+def test_min_norm_is_closer_than_paper_mode(digits):
+    model, x, y = digits
+    paper = TEAM(model, norm="l2")(x[:20], y[:20])
+    mn = TEAM(model, norm="l2", mode="min-norm")(x[:20], y[:20])
+    assert float(mn.l2.median()) < float(paper.l2.median())
+
+
+def test_gauss_newton_reaches_every_target(digits):
+    model, x, y = digits
+    x, y = x[:10], y[:10]
+    for t in range(10):
+        keep = y != t
+        target = torch.full((int(keep.sum()),), t)
+        res = GaussNewton(model, targeted=True, steps=200)(x[keep], y[keep], target)
+        assert res.asr == 1.0, f"target {t}"
+
+
+def test_counters_and_radius(digits):
+    model, x, y = digits
+    res = TEAM(model, norm="l2", hessian="exact")(x[:8], y[:8])
+    assert res.counters.gradients > 0 and res.counters.forwards > 0 and res.counters.seconds > 0
+    assert bool(torch.isfinite(res.radius).all())
+
+
+def test_paper_schedule_starts_at_half(digits):
+    model, x, y = digits
+    res = TEAM(model, norm="l2", search="paper")(x[:8], y[:8])
+    assert res.asr == 1.0
+    r = res.radius
+    assert bool((r >= 0.5 - 1e-6).all())
+    assert torch.allclose((r - 0.5) / 0.1, ((r - 0.5) / 0.1).round(), atol=1e-4)
+
+
+def test_bad_inputs_raise_clear_errors(digits):
+    model, x, y = digits
+    attack = TEAM(model)
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        attack(x * 2, y)
+    with pytest.raises(InputError, match="NaN"):
+        attack(x.clone().fill_(float("nan")), y)
+    with pytest.raises(InputError, match="labels outside"):
+        attack(x, y + 10)
+    with pytest.raises(InputError, match="batch"):
+        attack(x, y[:-1])
+    model.train()
+    try:
+        with pytest.raises(InputError, match="training mode"):
+            attack(x, y)
+    finally:
+        model.eval()
+    with pytest.raises(ValueError, match="norm"):
+        TEAM(model, norm="l3")
