@@ -20,6 +20,33 @@ setup() {
   fi
 }
 
+# The optional peers (torchattacks, foolbox, adv-lib) for teamattack.baselines; see docs/peers.md.
+# --no-deps: their declared requirements would replace the CPU torch with a CUDA build
+# (torchattacks, adv-lib: torchvision; torchattacks also pins an old requests). What they import
+# is installed beside them: foolbox needs eagerpy, GitPython and requests at import time;
+# torchattacks and adv-lib need only torch/numpy/scipy/tqdm (adv-lib's torchvision / visdom imports
+# are stubbed by teamattack.baselines). Stamped, so reruns cost nothing.
+PEERS="torchattacks==3.5.1 foolbox==3.3.4 adv-lib==0.2.8"
+PEER_DEPS="eagerpy==0.30.0 GitPython>=3.1 requests>=2.25 typing_extensions>=4"
+peers_setup() {
+  local stamp="$VENV/.stamp-peers"
+  local want; want=$(echo "$PEERS $PEER_DEPS" | cat - constraints.txt | sha1sum | cut -c1-16)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+  local torch_before; torch_before=$("$VENV/bin/python" -c "import torch; print(torch.__version__)")
+  # shellcheck disable=SC2086
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt $PEERS
+  # shellcheck disable=SC2086
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt $PEER_DEPS
+  local torch_after; torch_after=$("$VENV/bin/python" -c "import torch; print(torch.__version__)")
+  if [ "$torch_before" != "$torch_after" ]; then
+    echo "peers: torch changed from $torch_before to $torch_after; refusing to continue" >&2; exit 1
+  fi
+  GIT_PYTHON_REFRESH=quiet "$VENV/bin/python" -c "import importlib.util as u, torchattacks, foolbox; \
+assert u.find_spec('adv_lib'), 'adv_lib missing'; print('peers: torchattacks', torchattacks.__version__, \
+'foolbox', foolbox.__version__, 'adv-lib ok; torch', '$torch_after')"
+  echo "$want" > "$stamp"
+}
+
 # Data root: an explicit TEAMATTACK_DATA wins; otherwise the shared datasets beside the checkout.
 if [ -z "${TEAMATTACK_DATA:-}" ] && [ -d ../shared/datasets ]; then
   export TEAMATTACK_DATA; TEAMATTACK_DATA=$(cd ../shared/datasets && pwd)
@@ -28,12 +55,8 @@ fi
 cmd=${1:-demo}; shift || true
 case "$cmd" in
   demo) setup "[test]"; exec "$VENV/bin/teamattack" demo "$@" ;;
-  test) setup "[test]"; exec "$VENV/bin/python" -m pytest -n 2 "$@" ;;
-  peers)
-    setup "[test]"
-    # --no-deps: their declared requirements would replace the CPU torch (see docs/peers.md).
-    "$VENV/bin/python" -m pip install -q --no-deps -c constraints.txt torchattacks==3.5.1 foolbox==3.3.4 adv-lib==0.2.8
-    "$VENV/bin/python" -m pip install -q -c constraints.txt eagerpy gitpython typing_extensions requests ;;
+  test) setup "[test]"; peers_setup; exec "$VENV/bin/python" -m pytest -n 2 "$@" ;;
+  peers) setup "[test]"; peers_setup ;;
   teamattack) setup "[test]"; exec "$VENV/bin/teamattack" "$@" ;;
   *) echo "usage: ./run.sh demo|test|peers|teamattack ARGS" >&2; exit 2 ;;
 esac

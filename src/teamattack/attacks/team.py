@@ -25,10 +25,10 @@ from torch import nn
 from .. import subproblems as sp
 from ..counting import CountingModel
 from ..curvature import Expansion, choose, expand
-from ..objectives import Objective, decision_margin, get_objective
+from ..objectives import Objective, get_objective
 from ..validation import InputError
 from .base import Attack
-from .search import SearchResult, bracket_and_refine, paper_schedule
+from .search import bracket_and_refine, paper_schedule
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,8 @@ class TEAM(Attack):
             raise ValueError("search must be 'bracket' or 'paper'")
         if mode == "min-norm" and norm != "l2":
             raise ValueError("mode='min-norm' is the L2 minimum-norm attack; use norm='l2'")
+        if mode == "min-norm" and eps is not None:
+            raise ValueError("mode='min-norm' finds the smallest perturbation; it takes no eps")
         objective = objective or ("T2" if targeted else "T1")
         self.objective: Objective = get_objective(objective)
         if self.objective.targeted != targeted:
@@ -130,77 +132,207 @@ class TEAM(Attack):
         src = self._source(model, obj, x, y, target)
         return expand(model, obj, x, y, target, other, source=src, k=self.krylov_k)
 
-    # ------------------------------------------------------------------ subproblem under the budget
-    def _solve(self, e: Expansion, x: torch.Tensor, radius: torch.Tensor, centre: torch.Tensor | None = None) -> torch.Tensor:
-        """argmin phi(d) over the budget ball around x and the box; d is the TOTAL perturbation.
+    # ------------------------------------------------------------------ subproblems under the budget
+    def _solve_many(self, e: Expansion, x: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+        """argmin phi(d) over the budget ball (per radius) and the box, for radii (B, K): (B, K, n).
 
-        `centre` (B, n): the current perturbation when e was taken away from x (e is then already
-        re-centred on x, so the same solvers apply).
+        d is the total perturbation from x (e is centred on x, or re-centred there). All K radii
+        are solved as one batch of B*K rows sharing the expansion's curvature (no copies); the
+        L2 starts come from one eigen-decomposition of the reduced problem.
         """
-        xf = _flat(x)
+        B, K = radii.shape
+        n = e.n
+        xf = _flat(x).repeat_interleave(K, dim=0)
         lower, upper = -xf, 1.0 - xf
+        g = e.g.repeat_interleave(K, dim=0)
+        mv = e.matvec_repeated(K)
+        r = radii.reshape(-1).to(e.g.dtype)
         if self.norm == "l2":
-            return sp.trust_region_box(e.g, e.matvec, radius, lower, upper, iters=self.box_iters,
-                                       reduced=e.reduced())
-        if self.norm == "linf":
-            r = radius[:, None]
-            return sp.box_qp(e.g, e.matvec, torch.maximum(lower, -r), torch.minimum(upper, r), iters=self.box_iters)
-        k = radius.round().long()
-        return sp.l0_search(e.g, e.matvec, k, lower, upper, groups=_pixel_groups(x), iters=self.box_iters)
+            P, g_hat, ev, W = e.small_eig()
+            if "_Qfull" not in e.info:
+                e.info["_Qfull"] = W if P is None else torch.bmm(P, W)
+            d_trs = sp.trust_region_eig(g_hat, ev, e.info["_Qfull"], radii.to(e.g.dtype)).reshape(B * K, n)
+            d = sp.trust_region_box(g, mv, r, lower, upper, iters=self.box_iters, trs=d_trs)
+        elif self.norm == "linf":
+            d = sp.box_qp(g, mv, torch.maximum(lower, -r[:, None]), torch.minimum(upper, r[:, None]),
+                          iters=self.box_iters)
+        else:
+            d = sp.l0_search(g, mv, r.round().long(), lower, upper, groups=_pixel_groups(x), iters=self.box_iters)
+        return d.reshape(B, K, n)
 
     def _succeeded(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         return logits.argmax(1) == target if target is not None else logits.argmax(1) != y
 
-    def _search(self, evaluate, x: torch.Tensor) -> SearchResult:
+    def _limits(self, x: torch.Tensor) -> tuple[float, float]:
         lo, hi = _RANGE[self.norm]
-        n_pos = x[0, 0].numel() if (x.dim() == 4 and x.shape[1] > 1) else x[0].numel()
         if self.norm == "l0":
-            hi = float(n_pos)
-        hi = self.max_radius or hi
-        integer = self.norm == "l0"
-        if self.search == "paper":
-            start, step = _PAPER[self.norm]
-            return paper_schedule(evaluate, x, start, step, hi, per_pass=self.per_pass, integer=integer)
-        return bracket_and_refine(evaluate, x, lo, hi, per_pass=self.per_pass, rounds=self.rounds, integer=integer)
+            hi = float(x[0, 0].numel() if (x.dim() == 4 and x.shape[1] > 1) else x[0].numel())
+        return lo, float(self.max_radius or hi)
 
     # ------------------------------------------------------------------ modes
     def run(self, model: CountingModel, x, y, target):
-        if self.mode == "min-norm":
-            return self._min_norm(model, x, y, target)
         if self.eps is not None:
             radius = torch.full((x.shape[0],), float(self.eps), device=x.device, dtype=x.dtype)
             if self.mode == "paper":
                 e = self._expand(model, self.objective, x, y, target)
-                d = self._solve(e, x, radius)
+                d = self._solve_many(e, x, radius[:, None])[:, 0]
                 return (x + d.reshape(x.shape)).clamp(0, 1), radius
-            return self._iterate(model, x, y, target, radius), radius
-        if self.mode == "paper":
-            e = self._expand(model, self.objective, x, y, target)
+            return self._trust_region_run(model, x, y, target, radius), radius
+        return self._smallest_budget(model, x, y, target)
 
-            def evaluate(radii: torch.Tensor):
-                B, K = radii.shape
-                cands = torch.stack([(x + self._solve(e, x, radii[:, k]).reshape(x.shape)).clamp(0, 1)
-                                     for k in range(K)], dim=1)
-                with torch.no_grad():
-                    logits = model(cands.reshape(B * K, *x.shape[1:]))
-                rep = lambda t: None if t is None else t.repeat_interleave(K)
-                ok = self._succeeded(logits, rep(y), rep(target)).reshape(B, K)
-                return cands, ok
+    def _smallest_budget(self, model, x, y, target):
+        """Radius search on the expansion; iterated / min-norm: re-expand and search again.
+
+        Every candidate is judged by the true network. Examples already adversarial are
+        re-expanded at the boundary point between x and their best adversarial example (the
+        model is accurate where smaller budgets' solutions land) and searched again below their
+        best budget. Examples not yet adversarial take a trust-region step from the current point:
+        K step radii solved at once, the first success or else the lowest TRUE objective wins.
+        """
+        B = x.shape[0]
+        xf = _flat(x)
+        min_norm = self.mode == "min-norm"
+        obj = get_objective("T3" if target is not None else "margin") if min_norm else self.objective
+        best = x.clone()
+        best_r = torch.full((B,), float("inf"), device=x.device, dtype=torch.float64)
+        centre = torch.zeros_like(xf)
+        steps = 1 if self.mode == "paper" else self.steps
+        sub = lambda t, i: None if t is None else t[i]
+        for step in range(steps):
+            if step == 0:
+                e = self._expand(model, obj, x, y, target)
+                self._budget_search(model, obj, e, x, y, target, best, best_r, min_norm)
+                continue
+            found = torch.isfinite(best_r)
+            if found.any():  # re-expand at the boundary and search below the best budget
+                idx = found.nonzero().squeeze(1)
+                xb = self._boundary(model, xf[idx], _flat(best)[idx], y[idx], sub(target, idx), x.shape, iters=6)
+                e = self._expand(model, obj, xb.reshape(-1, *x.shape[1:]), y[idx], sub(target, idx))
+                e = e.recentred(xb - xf[idx])
+                b_best, b_r = best[idx], best_r[idx]
+                self._budget_search(model, obj, e, x[idx], y[idx], sub(target, idx), b_best, b_r, min_norm)
+                best[idx], best_r[idx] = b_best, b_r
+            if (~found).any():  # trust-region step from the current point
+                idx = (~found).nonzero().squeeze(1)
+                xc = (xf[idx] + centre[idx]).reshape(-1, *x.shape[1:])
+                e = self._expand(model, obj, xc, y[idx], sub(target, idx))
+                moved, b_best, b_r = self._local_step(model, obj, e, x[idx], xc, y[idx], sub(target, idx))
+                centre[idx] = _flat(moved) - xf[idx]
+                self._keep_into(best, best_r, idx, b_best, b_r)
+        if min_norm:
+            idx = torch.isfinite(best_r).nonzero().squeeze(1)
+            if len(idx):
+                xb = self._boundary(model, xf[idx], _flat(best)[idx], y[idx], sub(target, idx), x.shape, iters=10)
+                best.view(B, -1)[idx] = xb
+                best_r[idx] = (xb - xf[idx]).norm(dim=1).double()
+        best_r = torch.where(torch.isfinite(best_r), best_r, torch.full_like(best_r, float("nan")))
+        return best, best_r.to(x.dtype)
+
+    def _distance(self, cand: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Distance in the attack's norm (L0: pixel positions), float64 (B,)."""
+        from .. import metrics
+        fn = {"l2": metrics.l2, "linf": metrics.linf, "l0": metrics.l0}[self.norm]
+        return fn(x, cand).double()
+
+    def _budget_search(self, model, obj, e: Expansion, x, y, target, best, best_r, min_norm: bool) -> None:
+        """Smallest budget C around x whose subproblem solution fools the network (updates best)."""
+        B = x.shape[0]
+        lo_default, hi_default = self._limits(x)
+
+        def evaluate(radii: torch.Tensor):
+            K = radii.shape[1]
+            cands = (x.unsqueeze(1) + self._solve_many(e, x, radii).reshape(B, K, *x.shape[1:])).clamp(0, 1)
+            rep = lambda t: None if t is None else t.repeat_interleave(K)
+            with torch.no_grad():
+                logits = model(cands.reshape(B * K, *x.shape[1:]))
+            return cands, self._succeeded(logits, rep(y), rep(target)).reshape(B, K)
+
+        found = torch.isfinite(best_r)
+        if self.search == "paper":
+            start, step = _PAPER[self.norm]
+            res = paper_schedule(evaluate, x, start, step, hi_default, per_pass=self.per_pass,
+                                 integer=self.norm == "l0")
         else:
-            def evaluate(radii: torch.Tensor):
-                B, K = radii.shape
-                rep = lambda t: None if t is None else t.repeat_interleave(K)
-                xr = x.repeat_interleave(K, dim=0)
-                xa = self._iterate(model, xr, rep(y), rep(target), radii.reshape(-1))
-                with torch.no_grad():
-                    ok = self._succeeded(model(xa), rep(y), rep(target)).reshape(B, K)
-                return xa.reshape(B, K, *x.shape[1:]), ok
+            hi = torch.where(found, best_r, torch.full_like(best_r, hi_default))
+            lo = torch.where(found, (0.25 * best_r).clamp_min(lo_default), torch.full_like(best_r, lo_default))
+            res = bracket_and_refine(evaluate, x, lo, hi, per_pass=self.per_pass, rounds=self.rounds,
+                                     integer=self.norm == "l0")
+        radius = self._distance(res.x_adv, x) if min_norm else res.radius.double()
+        better = res.success & (radius < best_r)
+        best[better] = res.x_adv[better]
+        best_r[better] = radius[better]
+        if min_norm:
+            self._project(model, e, x, y, target, best, best_r)
 
-        res = self._search(evaluate, x)
-        return res.x_adv, res.radius
+    def _local_step(self, model, obj, e: Expansion, x, xc, y, target):
+        """Trust-region step from xc: K step radii at once; returns (new centre, best, best_r)."""
+        B = x.shape[0]
+        lo_default, hi_default = self._limits(x)
+        K = self.per_pass
+        frac = torch.linspace(0, 1, K, device=x.device, dtype=torch.float64)
+        radii = torch.exp(math.log(lo_default) + frac * (math.log(hi_default) - math.log(lo_default)))
+        radii = radii.to(x.dtype).expand(B, K)
+        if self.norm == "l0":
+            radii = radii.round().clamp_min(1)
+        cands = (xc.unsqueeze(1) + self._solve_many(e, xc, radii).reshape(B, K, *x.shape[1:])).clamp(0, 1)
+        rep = lambda t: None if t is None else t.repeat_interleave(K)
+        yy, tt = rep(y), rep(target)
+        with torch.no_grad():
+            logits = model(cands.reshape(B * K, *x.shape[1:]))
+        ok = self._succeeded(logits, yy, tt).reshape(B, K)
+        fv = obj(logits, yy, tt, obj.runner_up(logits, yy, tt) if obj.margin else None).reshape(B, K)
+        dist = self._distance(cands.reshape(B * K, *x.shape[1:]), x.repeat_interleave(K, 0)).reshape(B, K)
+        dist_ok = torch.where(ok, dist, torch.full_like(dist, float("inf")))
+        best_r, k_ok = dist_ok.min(1)
+        ar = torch.arange(B, device=x.device)
+        best = cands[ar, k_ok]
+        fmin, k_f = fv.min(1)
+        move = fmin < e.f
+        centre = torch.where(move.view(-1, *[1] * (x.dim() - 1)), cands[ar, k_f], xc)
+        centre = torch.where(torch.isfinite(best_r).view(-1, *[1] * (x.dim() - 1)), best, centre)
+        return centre, best, best_r
 
-    def _iterate(self, model, x, y, target, radius: torch.Tensor) -> torch.Tensor:
-        """Trust-region iterations of the second-order model within the budget `radius`.
+    @staticmethod
+    def _keep_into(best, best_r, idx, cand, radius) -> None:
+        better = torch.isfinite(radius) & (radius < best_r[idx])
+        best[idx[better]] = cand[better]
+        best_r[idx[better]] = radius[better]
+
+    @staticmethod
+    def _keep(best, best_r, cand, ok, radius, xf, by_norm: bool) -> None:
+        """Keep per example the successful candidate of smallest radius (min-norm: smallest L2)."""
+        if by_norm:
+            radius = (_flat(cand) - xf).norm(dim=1).double()
+        better = ok & (radius < best_r)
+        best[better] = cand[better]
+        best_r[better] = radius[better]
+
+    def _project(self, model, e: Expansion, x, y, target, best, best_r) -> None:
+        """Min-norm candidates: minimise ||d|| s.t. the quadratic model of the margin <= 0.
+
+        e is the margin expansion at the current centre, re-centred on x, so the solution is the
+        model's closest boundary point to x (exact dual: one quadratic constraint). Candidates at
+        (1 + overshoot) of it and halfway from the best point toward it, judged by the network.
+        """
+        B = x.shape[0]
+        xf = _flat(x)
+        P, g_hat, ev, W = e.small_eig()
+        Qfull = e.info.setdefault("_Qfull", W if P is None else torch.bmm(P, W))
+        d = sp.min_norm_eig(g_hat, ev, Qfull, e.f)
+        target_pt = xf + (1 + self.overshoot) * d
+        bf = _flat(best)
+        has = torch.isfinite(best_r)[:, None]
+        cands = [target_pt, torch.where(has, 0.5 * (bf + target_pt), target_pt)]
+        K = len(cands)
+        stack = torch.stack(cands, 1).clamp(0, 1)
+        rep = lambda t: None if t is None else t.repeat_interleave(K)
+        with torch.no_grad():
+            ok = self._succeeded(model(stack.reshape(B * K, *x.shape[1:])), rep(y), rep(target)).reshape(B, K)
+        for k in range(K):
+            self._keep(best, best_r, stack[:, k].reshape(x.shape), ok[:, k], best_r, xf, True)
+
+    def _trust_region_run(self, model, x, y, target, radius: torch.Tensor) -> torch.Tensor:
+        """Fixed budget: trust-region iterations of the second-order model within `radius`.
 
         The step from the current perturbation is capped by a trust radius Delta, adapted by
         rho = (true decrease) / (model decrease); examples stop once they are adversarial.
@@ -214,99 +346,32 @@ class TEAM(Attack):
             act = ~done
             if not act.any():
                 break
-            xa = (x + delta.reshape(x.shape))[act]
-            ya, ta = y[act], None if target is None else target[act]
-            e = self._expand(model, obj, xa, ya, ta).recentred(delta[act])
-            new = self._solve(e, x[act], radius[act])
-            step = new - delta[act]
+            idx = act.nonzero().squeeze(1)
+            xa = (x + delta.reshape(x.shape))[idx]
+            ya, ta = y[idx], None if target is None else target[idx]
+            e = self._expand(model, obj, xa, ya, ta).recentred(delta[idx])
+            new = self._solve_many(e, x[idx], radius[idx, None])[:, 0]
+            step = new - delta[idx]
             if self.norm == "l2":
                 s = step.norm(dim=1, keepdim=True)
-                step = step * torch.clamp(trust[act, None] / s.clamp_min(1e-12), max=1.0)
+                step = step * torch.clamp(trust[idx, None] / s.clamp_min(1e-12), max=1.0)
             elif self.norm == "linf":
-                step = step.clamp(-trust[act, None], trust[act, None])
-            cand = delta[act] + step
-            predicted = e.model(delta[act]) - e.model(cand)
+                step = step.clamp(-trust[idx, None], trust[idx, None])
+            cand = delta[idx] + step
+            predicted = e.model(delta[idx]) - e.model(cand)
             with torch.no_grad():
-                logits = model((x[act] + cand.reshape(xa.shape)).clamp(0, 1))
-            f_now = e.model(delta[act])  # the re-centred model at the current point: the true f there
+                logits = model((x[idx] + cand.reshape(xa.shape)).clamp(0, 1))
+            f_now = e.model(delta[idx])  # the re-centred model at the current point: the true f there
             f_new = obj(logits, ya, ta, obj.runner_up(logits, ya, ta) if obj.margin else None)
             rho = (f_now - f_new) / predicted.clamp_min(1e-12)
             accept = rho > 0.1
-            idx = act.nonzero().squeeze(1)
             delta[idx[accept]] = cand[accept]
-            grow = (rho > 0.75) & accept
-            shrink = rho < 0.25
             t = trust[idx]
-            t = torch.where(grow, torch.minimum(2 * t, radius[idx]), t)
-            t = torch.where(shrink, 0.25 * t, t)
+            t = torch.where((rho > 0.75) & accept, torch.minimum(2 * t, radius[idx]), t)
+            t = torch.where(rho < 0.25, 0.25 * t, t)
             trust[idx] = t
-            won = self._succeeded(logits, ya, ta) & accept
-            done[idx[won]] = True
+            done[idx[self._succeeded(logits, ya, ta) & accept]] = True
         return (x + delta.reshape(x.shape)).clamp(0, 1)
-
-    def _min_norm(self, model, x, y, target):
-        """Second-order DeepFool to the boundary, then a boundary walk toward x (L2)."""
-        B = x.shape[0]
-        xf = _flat(x)
-        obj = get_objective("T3" if target is not None else "margin")
-        cur = xf.clone()
-        best = xf.clone()
-        best_norm = torch.full((B,), float("inf"), device=x.device, dtype=x.dtype)
-        shape = x.shape
-
-        def judge(points: torch.Tensor, yy, tt) -> torch.Tensor:
-            with torch.no_grad():
-                return self._succeeded(model(points.reshape(-1, *shape[1:])), yy, tt)
-
-        def keep_best(points, ok, idx):
-            nrm = (points - xf[idx]).norm(dim=1)
-            better = ok & (nrm < best_norm[idx])
-            best[idx[better]] = points[better]
-            best_norm[idx[better]] = nrm[better]
-
-        # phase 1: reach the decision boundary with model-projection steps from x
-        for _ in range(self.steps):
-            todo = ~torch.isfinite(best_norm)
-            if not todo.any():
-                break
-            idx = todo.nonzero().squeeze(1)
-            yy, tt = y[idx], None if target is None else target[idx]
-            e = self._expand(model, obj, cur[idx].reshape(-1, *shape[1:]), yy, tt)
-            P, gs, Hs = e.reduced()
-            d_small = sp.min_norm(gs, Hs, e.f)
-            d = d_small if P is None else torch.bmm(P, d_small.unsqueeze(-1)).squeeze(-1)
-            step = cur[idx] + (1 + self.overshoot) * d
-            cand = step.clamp(0, 1)
-            ok = judge(cand, yy, tt)
-            keep_best(cand, ok, idx)
-            cur[idx] = cand
-        # phase 2: walk along the boundary toward x
-        for _ in range(self.steps):
-            idx = torch.isfinite(best_norm).nonzero().squeeze(1)
-            if len(idx) == 0:
-                break
-            yy, tt = y[idx], None if target is None else target[idx]
-            xb = self._boundary(model, xf[idx], best[idx], yy, tt, shape)
-            delta_b = xb - xf[idx]
-            e = self._expand(model, obj, xb.reshape(-1, *shape[1:]), yy, tt).recentred(delta_b)
-            P, gs, Hs = e.reduced()
-            d_small = sp.min_norm(gs, Hs, e.f)
-            d = d_small if P is None else torch.bmm(P, d_small.unsqueeze(-1)).squeeze(-1)
-            target_pt = xf[idx] + (1 + self.overshoot) * d
-            # candidates on the segment from the boundary point to the model's projection
-            alphas = (1.0, 0.5, 0.25)
-            cands = torch.stack([(xb + a * (target_pt - xb)).clamp(0, 1) for a in alphas], 1)
-            K = len(alphas)
-            ok = judge(cands.reshape(-1, xf.shape[1]), yy.repeat_interleave(K),
-                       None if tt is None else tt.repeat_interleave(K)).reshape(-1, K)
-            for k in range(K):
-                keep_best(cands[:, k], ok[:, k], idx)
-        idx = torch.isfinite(best_norm).nonzero().squeeze(1)
-        if len(idx):
-            yy, tt = y[idx], None if target is None else target[idx]
-            best[idx] = self._boundary(model, xf[idx], best[idx], yy, tt, shape, iters=12)
-        radius = torch.where(torch.isfinite(best_norm), _flat(best - xf).norm(dim=1), torch.full_like(best_norm, float("nan")))
-        return best.reshape(shape), radius
 
     def _boundary(self, model, x0, xa, y, target, shape, iters: int = 8) -> torch.Tensor:
         """Bisection on the segment [x0, xa] (xa adversarial): the adversarial end closest to x0."""

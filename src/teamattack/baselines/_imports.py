@@ -21,14 +21,16 @@ requirements would replace the CPU torch wheel. What each one really needs at im
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
 import re
 import sys
 import types
+import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 INSTALL_HINT = "install the peers with `./run.sh peers` (see docs/peers.md)"
 
@@ -75,21 +77,24 @@ def _stub(name: str, why: str) -> types.ModuleType:
     return mod
 
 
+@functools.total_ordering
 class _LooseVersion:
     """Minimal stand-in for distutils.version.LooseVersion (numeric prefix comparison only)."""
 
     def __init__(self, v: str) -> None:
         self.v = tuple(int(p) for p in re.findall(r"\d+", str(v).split("+")[0])[:3])
 
-    def _cmp(self, other) -> tuple:
-        o = other if isinstance(other, _LooseVersion) else _LooseVersion(other)
-        return self.v, o.v
+    @staticmethod
+    def _of(other) -> tuple:
+        return (other if isinstance(other, _LooseVersion) else _LooseVersion(other)).v
 
-    def __ge__(self, other): a, b = self._cmp(other); return a >= b  # noqa: E702
-    def __gt__(self, other): a, b = self._cmp(other); return a > b  # noqa: E702
-    def __le__(self, other): a, b = self._cmp(other); return a <= b  # noqa: E702
-    def __lt__(self, other): a, b = self._cmp(other); return a < b  # noqa: E702
-    def __eq__(self, other): a, b = self._cmp(other); return a == b  # noqa: E702
+    def __eq__(self, other) -> bool:
+        return self.v == self._of(other)
+
+    def __lt__(self, other) -> bool:
+        return self.v < self._of(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 @contextmanager
@@ -125,7 +130,9 @@ def adv_lib_attacks():
         return sys.modules["adv_lib.attacks"]
     if _missing("adv_lib"):
         raise PeerUnavailable(f"baseline needs adv-lib==0.2.8; {INSTALL_HINT}")
-    with _adv_lib_stubs():
+    with _adv_lib_stubs(), warnings.catch_warnings():
+        # adv_lib compares torch versions with distutils' LooseVersion, deprecated since 3.10
+        warnings.simplefilter("ignore", DeprecationWarning)
         try:
             return importlib.import_module("adv_lib.attacks")
         except ImportError as err:
@@ -137,7 +144,7 @@ def adv_lib_attacks():
 
 def adv_lib_penalty(name: str):
     adv_lib_attacks()
-    from adv_lib.utils.lagrangian_penalties import all_penalties  # noqa: PLC0415
+    from adv_lib.utils.lagrangian_penalties import all_penalties
 
     try:
         return all_penalties[name]

@@ -6,9 +6,10 @@ See docs/peers.md for where each preset comes from and how it differs from the p
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 MIN_NORM = "min-norm"
 FIXED_EPS = "fixed-eps"

@@ -606,6 +606,12 @@ def min_linf_relu(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: to
                 lb = getattr(r, "mip_dual_bound", None)
                 lower[i] = float(lb) if lb is not None and np.isfinite(lb) else 0.0
         secs[i] = time.perf_counter() - t0
+    for i in range(N):
+        if np.isfinite(eps[i]):
+            p = _polish_linf(layers, xs[i], x_opt[i], int(y[i]), None if target is None else int(target[i]),
+                             eps[i] + 0.5 * nudge)
+            if p is not None:
+                x_opt[i] = p
     xt = torch.from_numpy(x_opt).to(x.dtype).to(x.device).reshape(x.shape)
     x_adv, verified = _verify(model, x, xt, y, target, eps, "linf", nudge)
     return ExactResult("linf", eps, lower, status, x_adv, verified, secs,
@@ -633,20 +639,67 @@ def _verify(model, x, x_opt, y, target, eps, norm, nudge):
         step = g.sign()
     else:
         step = g / g.reshape(len(g), -1).norm(dim=1).clamp_min(1e-30).reshape(view)
+    radial = x_opt - x
+    rnorm = dist(x, x_opt).clamp_min(1e-30).reshape(view)
     for tau in (0.0, nudge * 1e-2, nudge * 1e-1, nudge * 0.5, nudge):
-        cand = x_opt - tau * step
-        if norm == "linf":
-            r = (eps_t + tau).reshape(view)
-            cand = torch.min(torch.max(cand, x - r), x + r)
-        cand = cand.clamp(0.0, 1.0).detach()
-        with torch.no_grad():
-            pred = model(cand).argmax(1)
-        adv = pred == target if target is not None else pred != y
-        within = dist(x, cand) <= eps_t + tau + 1e-6
-        new = adv & within & ~ok & (eps_t >= 0)
-        best[new] = cand[new]
-        ok |= new
+        # two ways across a (possibly multi-way) tie: along the margin's gradient, and radially
+        # (scaling the perturbation raises every active constraint of a convex problem at once)
+        for cand in (x_opt - tau * step, x + radial * (1 + tau / rnorm)):
+            if norm == "linf":
+                r = (eps_t + tau).reshape(view)
+                cand = torch.min(torch.max(cand, x - r), x + r)
+            cand = cand.clamp(0.0, 1.0).detach()
+            with torch.no_grad():
+                pred = model(cand).argmax(1)
+            adv = pred == target if target is not None else pred != y
+            within = dist(x, cand) <= eps_t + nudge + 1e-6
+            new = adv & within & ~ok & (eps_t >= 0)
+            best[new] = cand[new]
+            ok |= new
     return best, ok
+
+
+def _polish_linf(layers, x0, x_opt, y, target, radius):
+    """A strictly adversarial point within `radius` in the linear region of x_opt (an LP).
+
+    The MILP's optimum is a tie between logits, often several at once; fixing the ReLU pattern of
+    x_opt makes the logits linear in x, and the LP maximises the least winning margin within
+    Linf `radius` (eps* + a hair) of x0. Returns None where the LP finds no positive margin.
+    """
+    n = len(x0)
+    C = np.eye(n)
+    e = np.zeros(n)
+    a = x_opt
+    rows, rhs = [], []  # rows . x <= rhs (region of the pattern)
+    for k, (W, b) in enumerate(layers):
+        Ck, ek = W @ C, W @ e + b  # pre-activations as Ck x + ek
+        if k == len(layers) - 1:
+            C, e = Ck, ek
+            break
+        z = Ck @ a + ek
+        act = z >= 0
+        rows.append(np.where(act[:, None], -Ck, Ck))
+        rhs.append(np.where(act, ek, -ek))
+        C = np.where(act[:, None], Ck, 0.0)
+        e = np.where(act, ek, 0.0)
+    logits = C @ a + e
+    if target is None:
+        others = [int(np.argmax(np.where(np.arange(len(e)) == y, -np.inf, logits)))]
+        win = [(j, y) for j in others]  # z_j - z_y >= s
+    else:
+        win = [(target, j) for j in range(len(e)) if j != target]  # z_t - z_j >= s
+    # variables [x, s]; maximise s
+    A = [np.c_[R, np.zeros(len(R))] for R in rows]
+    bvec = list(rhs)
+    A.append(np.array([np.r_[-(C[p] - C[q]), 1.0] for p, q in win]))
+    bvec.append(np.array([e[p] - e[q] for p, q in win]))
+    lo = np.maximum(0.0, x0 - radius)
+    hi = np.minimum(1.0, x0 + radius)
+    r = so.linprog(np.r_[np.zeros(n), -1.0], A_ub=np.vstack(A), b_ub=np.concatenate(bvec),
+                   bounds=list(zip(lo, hi)) + [(None, 1.0)], method="highs")
+    if r.status != 0 or r.x[-1] <= 0:
+        return None
+    return r.x[:n]
 
 
 def exact_optimum(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,

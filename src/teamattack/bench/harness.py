@@ -233,7 +233,7 @@ def run_bench(
         else:
             eps_values = [None]
         if mode_targeted:
-            offsets = list(range(1, m)) if targets == "all" or spec.untargeted_via_targets else ["r"]
+            offsets = list(range(1, m)) if targets == "all" or not targeted else ["r"]
         else:
             offsets = [0]
         # check that the attack can be built at all (library present, mode supported)

@@ -104,7 +104,7 @@ def record_from_arrays(
     rec["grad_evals_per_image"] = arr["gradients"] / div
     rec["hvps_per_image"] = arr["hvps"] / div
     rec["forwards_per_image"] = arr["forwards"] / div
-    r = ratio_stats(arr.get(norm, arr["l2"]) if norm in DIST_KEYS else arr["l2"], succ, optimum)
+    r = ratio_stats(arr[norm], succ, optimum) if norm in ("l0", "l2", "linf") else None
     if r is not None:
         rec["ratio_to_optimum"] = r
     if extra:

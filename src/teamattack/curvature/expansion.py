@@ -46,6 +46,35 @@ class Expansion:
         w = torch.bmm(self.Q.transpose(1, 2), v.unsqueeze(-1))
         return torch.bmm(self.Q, torch.bmm(self.Hs, w)).squeeze(-1)
 
+    def matvec_repeated(self, K: int):
+        """H v for rows (B*K, n) that are K consecutive copies per example: one shared H, no copies."""
+        B, n = self.g.shape
+
+        def mv(v: torch.Tensor) -> torch.Tensor:
+            V = v.reshape(B, K, n)
+            if self.H is not None:
+                out = torch.matmul(V, self.H)                       # H symmetric
+            elif self.Q is None or self.Q.shape[2] == 0:
+                out = torch.zeros_like(V)
+            else:
+                w = torch.matmul(V, self.Q)                         # (B, K, r)
+                out = torch.matmul(torch.matmul(w, self.Hs), self.Q.transpose(1, 2))
+            return out.reshape(B * K, n)
+
+        return mv
+
+    def small_eig(self) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(P, g_hat, ev, W) of the reduced problem: H_small = W diag(ev) W^T, g_hat = W^T g_small.
+
+        Cached: the radius search solves many radii from this one decomposition.
+        """
+        if "_eig" not in self.info:
+            P, gs, Hs = self.reduced()
+            ev, W = torch.linalg.eigh(Hs)
+            g_hat = torch.bmm(W.transpose(1, 2), gs.unsqueeze(-1)).squeeze(-1)
+            self.info["_eig"] = (P, g_hat, ev, W)
+        return self.info["_eig"]
+
     def model(self, d: torch.Tensor) -> torch.Tensor:
         """phi(d) = f + g.d + 1/2 d.H d, (B,)."""
         return self.f + (self.g * d).sum(1) + 0.5 * (d * self.matvec(d)).sum(1)
@@ -58,6 +87,12 @@ class Expansion:
         if self.Q is None or self.Q.shape[2] == 0:
             return self.g.new_zeros(B, n, n)
         return self.Q @ self.Hs @ self.Q.transpose(1, 2)
+
+    def select(self, idx: torch.Tensor) -> "Expansion":
+        """The expansion of a subset of the batch."""
+        pick = lambda t: None if t is None else t[idx]
+        return Expansion(self.f[idx], self.g[idx], pick(self.H), pick(self.Q), pick(self.Hs), self.kind,
+                         {k: v for k, v in self.info.items() if not k.startswith("_")})
 
     def recentred(self, delta: torch.Tensor) -> "Expansion":
         """The same quadratic written around a point shifted by -delta.

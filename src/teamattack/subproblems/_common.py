@@ -84,3 +84,12 @@ def power_norm_estimate(hvp: HVP, g: torch.Tensor, iters: int = 12) -> torch.Ten
         est = torch.maximum(est, nw)
         v = torch.where(nw[:, None] > 0, w / nw.clamp_min(tiny_of(g))[:, None], v)
     return est
+
+
+def shrink_into_ball(d: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Scale rows of d (..., n) with ||d|| > r back into the ball (slightly inside, to survive
+    rounding); rows already inside are returned bit for bit."""
+    nrm = d.norm(dim=-1)
+    fac = torch.where(nrm > r, r / nrm.clamp_min(tiny_of(d)) * (1 - 2 * eps_of(d)),
+                      torch.ones_like(nrm))
+    return torch.where((nrm > r).unsqueeze(-1), d * fac.unsqueeze(-1), d)

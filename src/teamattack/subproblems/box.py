@@ -11,19 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from ._common import (MatrixOrHVP, as_operator, batch_param, box_param, check_g, eps_of, phi,
-                      tiny_of)
+from ._common import (MatrixOrHVP, as_operator, batch_param, box_param, check_g, phi,
+                      shrink_into_ball, tiny_of)
 from ._pg import projected_descent
 from .lanczos import trust_region_lanczos
 from .trust_region import trust_region
-
-
-def shrink_into_ball(d: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """Scale rows of d with ||d|| > r back into the ball (slightly inside, to survive rounding)."""
-    nrm = d.norm(dim=-1)
-    fac = torch.where(nrm > r, r / nrm.clamp_min(tiny_of(d)) * (1 - 2 * eps_of(d)),
-                      torch.ones_like(nrm))
-    return d * fac.unsqueeze(-1)
 
 
 def project_ball_box(z: torch.Tensor, radius, lower, upper) -> torch.Tensor:

@@ -64,7 +64,9 @@ def min_norm_core(ghat, ev, c, max_iter: int = 200):
     """Eigen-coordinates: ghat (..., n), ev (..., n) ascending, c (...). Returns
     (coef, mu, feasible, hard, converged, iterations)."""
     ghat, ev = torch.broadcast_tensors(ghat, ev)
-    c = c.expand(ghat.shape[:-1])
+    lead = torch.broadcast_shapes(ghat.shape[:-1], c.shape)
+    ghat, ev = ghat.expand(*lead, ghat.shape[-1]), ev.expand(*lead, ev.shape[-1])
+    c = c.expand(lead)
     eps, tiny = eps_of(ghat), tiny_of(ghat)
     w = ghat * ghat
     g2 = w.sum(-1)
@@ -106,7 +108,7 @@ def min_norm_core(ghat, ev, c, max_iter: int = 200):
         lo = torch.where(~converged & ~right, mu, lo)
         hi = torch.where(~converged & right, mu, hi)
         done = (h.abs() <= rtol * (c.abs() + 0.5 * f.abs())) | \
-               ((hi - lo) <= rtol * hi.abs().clamp_min(tiny))
+               (torch.isfinite(hi) & ((hi - lo) <= rtol * hi.abs().clamp_min(tiny)))
         converged = converged | done
         new = mu + 2 * h / fp.clamp_min(tiny)      # Newton: mu - h/h', h' = -fp/2
         fallback = torch.where(torch.isinf(hi), torch.maximum(2 * lo, c_safe / g2.clamp_min(tiny)),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._common import batch_param, check_g, eps_of, tiny_of
+from ._common import batch_param, check_g, eps_of, shrink_into_ball, tiny_of
 
 
 @dataclass
@@ -52,7 +52,9 @@ def trs_core(ghat: torch.Tensor, ev: torch.Tensor, r: torch.Tensor, max_iter: in
     Returns (coef (..., n) = Q^T d, lam, interior, hard, converged, iterations).
     """
     ghat, ev = torch.broadcast_tensors(ghat, ev)
-    r = r.expand(ghat.shape[:-1])
+    lead = torch.broadcast_shapes(ghat.shape[:-1], r.shape)
+    ghat, ev = ghat.expand(*lead, ghat.shape[-1]), ev.expand(*lead, ev.shape[-1])
+    r = r.expand(lead)
     eps, tiny = eps_of(ghat), tiny_of(ghat)
     w = ghat * ghat
     gnorm = w.sum(-1).sqrt()
@@ -150,6 +152,7 @@ def solve_trust_region_eig(g_hat: torch.Tensor, ev: torch.Tensor, Q: torch.Tenso
         d = torch.matmul(coef, Q.transpose(-1, -2))
     else:
         d = torch.matmul(Q, coef.unsqueeze(-1)).squeeze(-1)
+    d = shrink_into_ball(d, r)  # rounding in Q coef can overshoot the radius by an ulp
     return TRSolution(d, lam, interior, hard, conv, value, its)
 
 

@@ -184,7 +184,7 @@ def train(
     settings = {"arch": arch, "dataset": dataset, "seed": seed, "epochs": epochs, "optimizer": optimizer,
                 "lr": lr, "schedule": schedule, "weight_decay": weight_decay, "batch_size": batch_size,
                 "augment": augment}
-    start_epoch, history, elapsed = 0, [], 0.0
+    start_epoch, history, elapsed, runs = 0, [], 0.0, []
     if resume:
         meta = _load_checkpoint(out, model, opt)
         if meta is None:
@@ -195,8 +195,10 @@ def train(
             if changed:
                 raise ValueError(f"--resume with settings that differ from the checkpoint's: {changed}")
             start_epoch, history, elapsed = meta["epoch"], meta["history"], meta["training_time_s"]
+            runs = meta.get("runs") or [{"command": None, "from_epoch": 0, "epochs": meta["settings"]["epochs"]}]
             log(f"resuming {arch} after epoch {start_epoch} ({elapsed:.0f} s of training so far)")
 
+    runs = runs + [{"command": command, "from_epoch": start_epoch, "epochs": epochs}]
     tty = sys.stderr.isatty()
     model.train()
     for epoch in range(start_epoch, epochs):
@@ -232,7 +234,7 @@ def train(
                         "test_accuracy": tc / tn, "seconds": round(dt, 1)})
         log(f"{arch} epoch {epoch + 1}/{epochs}: train loss {loss_sum / seen:.4f} acc {correct / seen:.4f} | "
             f"test acc {tc / tn:.4f} ({tc}/{tn}) | {dt:.1f} s")
-        _save_checkpoint(out, model, opt, {"epoch": epoch + 1, "settings": settings, "history": history,
+        _save_checkpoint(out, model, opt, {"epoch": epoch + 1, "settings": settings, "history": history, "runs": runs,
                                            "training_time_s": elapsed})
 
     model.eval()
@@ -251,6 +253,10 @@ def train(
         "test_set": test_set,
         "train_accuracy_last_epoch": history[-1]["train_accuracy"] if history else None,
         "command": command,
+        # every invocation that contributed epochs (a resume appends one); when a resume changed
+        # --epochs, the epochs before its from_epoch followed the earlier schedule
+        "runs": runs,
+        "schedule_changed_on_resume": len({r["epochs"] for r in runs}) > 1,
         "training_time_s": round(elapsed, 1),
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,

@@ -1,0 +1,211 @@
+"""Exact optima: breakpoint / dual solvers vs generic solvers, the MILP vs attacks, verification."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.optimize as so
+import torch
+from torch import nn
+
+from teamattack.attacks import FGSM
+from teamattack.bench import exact as X
+from teamattack.bench import harness
+from teamattack.bench.suites import BUDGET, AttackSpec
+
+
+def _slsqp_l2(A, c, lo, hi, d0=None):
+    """Reference: min ||d||^2 s.t. A d >= c, lo <= d <= hi by SLSQP from several starts."""
+    n = A.shape[1]
+    best = math.inf
+    rng = np.random.default_rng(0)
+    for s in range(4):
+        start = np.clip(rng.normal(size=n) * 0.3, np.maximum(lo, -5), np.minimum(hi, 5)) if s else np.zeros(n)
+        r = so.minimize(lambda d: d @ d, start, jac=lambda d: 2 * d, method="SLSQP",
+                        bounds=[(None if np.isinf(a) else a, None if np.isinf(b) else b) for a, b in zip(lo, hi)],
+                        constraints=[{"type": "ineq", "fun": lambda d: A @ d - c, "jac": lambda d: A}],
+                        options={"ftol": 1e-14, "maxiter": 1000})
+        if r.success and (A @ r.x >= c - 1e-7).all():
+            best = min(best, float(np.linalg.norm(r.x)))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_halfspace_l2_vs_slsqp(seed):
+    rng = np.random.default_rng(seed)
+    n = 8
+    x = rng.uniform(size=n)
+    a = rng.normal(size=n)
+    c = float(abs(a) @ np.minimum(1 - x, x)) * rng.uniform(0.1, 0.9)  # reachable within the box
+    lo, hi = -x, 1 - x
+    v, d = X.halfspace_l2(a, c, lo, hi)
+    assert (d >= lo - 1e-12).all() and (d <= hi + 1e-12).all() and a @ d >= c - 1e-9
+    assert v == pytest.approx(_slsqp_l2(a[None], np.array([c]), lo, hi), rel=1e-5, abs=1e-8)
+    # without the box: the closed form c / ||a||
+    v_free, _ = X.halfspace_l2(a, c, np.full(n, -np.inf), np.full(n, np.inf))
+    assert v_free == pytest.approx(c / np.linalg.norm(a), rel=1e-12)
+    # out of reach of the box
+    assert X.halfspace_l2(a, float(np.abs(a) @ np.where(a > 0, hi, -lo)) + 1.0, lo, hi)[1] is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_halfspace_linf_vs_lp(seed):
+    rng = np.random.default_rng(seed)
+    n = 10
+    x = rng.uniform(size=n)
+    a = rng.normal(size=n)
+    c = float(abs(a) @ np.where(a > 0, 1 - x, x)) * rng.uniform(0.1, 0.9)
+    v, d = X.halfspace_linf(a, c, -x, 1 - x)
+    assert a @ d >= c - 1e-9 and np.abs(d).max() <= v + 1e-12
+    A_ub = np.vstack([np.r_[-a, 0.0], np.c_[np.eye(n), -np.ones(n)], np.c_[-np.eye(n), -np.ones(n)]])
+    r = so.linprog(np.r_[np.zeros(n), 1.0], A_ub=A_ub, b_ub=np.r_[-c, np.zeros(2 * n)],
+                   bounds=[(lo, hi) for lo, hi in zip(-x, 1 - x)] + [(0, None)], method="highs")
+    assert v == pytest.approx(r.fun, rel=1e-7, abs=1e-10)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_polyhedron_l2_vs_slsqp(seed):
+    rng = np.random.default_rng(seed)
+    n, k = 12, 4
+    x = rng.uniform(size=n)
+    A = rng.normal(size=(k, n))
+    d_feas = rng.uniform(-x, 1 - x) * 0.8
+    c = A @ d_feas - rng.uniform(0, 0.3, size=k)  # feasible (d_feas) and mostly binding
+    for lo, hi in ((-x, 1 - x), (np.full(n, -np.inf), np.full(n, np.inf))):
+        v, d, st = X.polyhedron_l2(A, c, lo, hi)
+        assert st == "optimal" and (A @ d >= c - 1e-8).all()
+        assert v == pytest.approx(_slsqp_l2(A, c, lo, hi), rel=1e-5, abs=1e-8)
+
+
+def _linear_model(n_in=20, m=5, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(n_in, m)).eval()
+
+
+def test_affine_model_optima_are_verified_and_consistent():
+    model = _linear_model()
+    x = torch.rand(8, 1, 4, 5)
+    y = model(x).argmax(1)
+    W, b = X.affine_form(model, (1, 4, 5))
+    assert np.allclose(W, model[1].weight.detach().double().numpy()) and np.allclose(b, model[1].bias.detach().double().numpy())
+    r2 = X.min_dist_affine(model, x, y, "l2")
+    assert r2.status == ["optimal"] * 8 and bool(r2.verified.all())
+    free = X.min_dist_affine(model, x, y, "l2", box=False)
+    closed = [X.l2_nobox_closed_form(W, b, x[i].reshape(-1).double().numpy(), int(y[i])) for i in range(8)]
+    assert np.allclose(free.eps, closed, rtol=1e-10)
+    assert (r2.eps >= free.eps - 1e-12).all()  # the box can only make it larger
+    # the verified points are within eps* + 1e-4 and adversarial
+    d = (r2.x_adv - x).reshape(8, -1).norm(dim=1).double().numpy()
+    assert (d <= r2.eps + 1e-4 + 1e-6).all() and (model(r2.x_adv).argmax(1) != y).all()
+    # Linf: the breakpoint solution equals the MILP (an affine model is a ReLU net without hidden layers)
+    rinf = X.min_dist_affine(model, x, y, "linf")
+    milp = X.min_linf_relu(model, x, y)
+    assert milp.status == ["optimal"] * 8 and np.allclose(rinf.eps, milp.eps, atol=1e-6)
+    # targeted: best target = untargeted, and every target >= untargeted
+    for t_off in (1, 2):
+        t = (y + t_off) % 5
+        rt = X.min_dist_affine(model, x, y, "l2", target=t)
+        assert bool(rt.verified.all()) and (rt.eps >= r2.eps - 1e-9).all()
+        assert (model(rt.x_adv).argmax(1) == t).all()
+        mt = X.min_linf_relu(model, x, y, target=t)
+        assert np.allclose(mt.eps, X.min_dist_affine(model, x, y, "linf", target=t).eps, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny_mlp():
+    """A 64-8-8-10 ReLU MLP trained briefly on sklearn's 8x8 digits."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    y = torch.tensor(d.target, dtype=torch.int64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 10))
+        opt = torch.optim.Adam(model.parameters(), lr=0.05)
+        for _ in range(80):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[:1000]), y[:1000]).backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    xs, ys, _ = harness.select_images(model, x[1500:], y[1500:], 6, seed=0)
+    return model, xs, ys
+
+
+def test_milp_optimum_below_every_attack(tiny_mlp):
+    model, x, y = tiny_mlp
+    layers = X.relu_layers(model, (1, 8, 8))
+    assert [W.shape for W, _ in layers] == [(8, 64), (8, 8), (10, 8)]
+    res = X.min_linf_relu(model, x, y, time_limit=30)  # no eps_max hint: the loosest MILP
+    assert res.status == ["optimal"] * len(x)
+    assert bool(res.verified.all())
+    assert (res.lower <= res.eps + 1e-9).all()
+    d = (res.x_adv - x).reshape(len(x), -1).abs().amax(dim=1).double().numpy()
+    assert (d <= res.eps + 1e-4 + 1e-6).all() and (model(res.x_adv).argmax(1) != y).all()
+    # PGD with bisection and FGSM never beat the optimum
+    ub, x_pgd = X.pgd_linf_bisection(model, x, y)
+    ok = torch.isfinite(ub)
+    assert ok.any() and (res.eps[ok.numpy()] <= ub[ok].double().numpy() + 1e-5).all()
+    for eps in (0.05, 0.1, 0.2, 0.4):
+        r = FGSM(model, eps=eps)(x, y)
+        assert (res.eps[r.success.numpy()] <= r.linf[r.success].double().numpy() + 1e-5).all()
+    # just below the optimum even a strong PGD finds nothing
+    below = torch.tensor(res.eps * 0.99, dtype=torch.float32)
+    xa = x.clone()
+    view = (-1, 1, 1, 1)
+    from teamattack.objectives import decision_margin
+    for s in range(100):
+        xa.requires_grad_(True)
+        g, = torch.autograd.grad(decision_margin(model(xa), y).sum(), xa)
+        xa = xa.detach() - below.reshape(view) * 0.05 * g.sign()
+        xa = torch.min(torch.max(xa, x - below.reshape(view)), x + below.reshape(view)).clamp(0, 1)
+    assert (model(xa).argmax(1) == y).all()
+    # with the attack's distance as eps_max (the fast path): the same optimum
+    hinted = X.min_linf_relu(model, x, y, eps_max=torch.where(ok, ub * 1.0001 + 1e-6, torch.ones_like(ub)))
+    assert np.allclose(hinted.eps, res.eps, atol=1e-5)
+    assert sum(hinted.info["per_image"][0]["unstable"]) <= sum(res.info["per_image"][0]["unstable"])
+
+
+def test_milp_targeted_and_infeasible(tiny_mlp):
+    model, x, y = tiny_mlp
+    x, y = x[:2], y[:2]
+    t = (y + 3) % 10
+    un = X.min_linf_relu(model, x, y)
+    tg = X.min_linf_relu(model, x, y, target=t)
+    for i, st in enumerate(tg.status):
+        if st == "optimal":
+            assert tg.eps[i] >= un.eps[i] - 1e-6
+            assert bool(tg.verified[i]) and model(tg.x_adv[i : i + 1]).argmax(1).item() == t[i].item()
+    tiny = X.min_linf_relu(model, x, y, eps_max=un.eps * 0.5)
+    assert tiny.status == ["infeasible", "infeasible"] and not tiny.verified.any()
+
+
+def test_not_applicable():
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Sigmoid(), nn.Linear(3, 2)).eval()
+    with pytest.raises(X.NotApplicable):
+        X.affine_form(mlp, (4,))
+    with pytest.raises(X.NotApplicable):
+        X.relu_layers(mlp, (4,))
+    with pytest.raises(X.NotApplicable):
+        X.exact_optimum(mlp, torch.rand(2, 4), torch.zeros(2, dtype=torch.long), "linf")
+    relu = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    assert X.applicable(relu, (4,), "linf") and not X.applicable(relu, (4,), "l2")
+    assert X.applicable(_linear_model(4, 3), (4,), "l2")
+
+
+def test_bench_ratio_to_optimum(tiny_mlp):
+    model, x, y = tiny_mlp
+    specs = [AttackSpec("fgsm", lambda m, t, e, s: FGSM(m, eps=e), "linf", kind=BUDGET, eps=0.3)]
+    out = harness.run_bench(model, x, y, specs, seed=0, batch_size=6, progress=False, exact=True,
+                            exact_time_limit=20)
+    rec = out["runs"][0]
+    assert out["exact"]["linf/untargeted"]["statuses"].get("optimal", 0) >= 1
+    if rec["asr"] > 0:
+        assert rec["ratio_to_optimum"]["n"] >= 1 and rec["ratio_to_optimum"]["median"] >= 1 - 1e-4
