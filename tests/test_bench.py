@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from teamattack.attacks import FGSM, IFGSM
-from teamattack.bench import harness, records as R
+from teamattack.bench import harness
+from teamattack.bench import records as R
 from teamattack.bench.suites import BUDGET, AttackSpec, SuiteError, get_suite
 from teamattack.result import AttackResult, Counters
 

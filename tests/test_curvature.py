@@ -127,3 +127,15 @@ def test_recentred_model_is_the_same_function(setup):
     r = e.recentred(delta)
     d = 0.1 * torch.randn_like(e.g)
     torch.testing.assert_close(r.model(delta + d), e.model(d))
+
+
+def test_affine_model_has_zero_hvp_and_runs_team():
+    from teamattack.attacks import TEAM
+    from teamattack.curvature import curvature_is_zero
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(10, 3)).double().eval()
+    x = torch.rand(4, 10, dtype=torch.float64)
+    y = model(x).argmax(1)
+    assert curvature_is_zero(model, OBJECTIVES["T1"], x, y)
+    res = TEAM(model, norm="l2")(x, y)
+    assert res.asr == 1.0

@@ -150,7 +150,7 @@ def test_milp_optimum_below_every_attack(tiny_mlp):
     d = (res.x_adv - x).reshape(len(x), -1).abs().amax(dim=1).double().numpy()
     assert (d <= res.eps + 1e-4 + 1e-6).all() and (model(res.x_adv).argmax(1) != y).all()
     # PGD with bisection and FGSM never beat the optimum
-    ub, x_pgd = X.pgd_linf_bisection(model, x, y)
+    ub, _ = X.pgd_linf_bisection(model, x, y)
     ok = torch.isfinite(ub)
     assert ok.any() and (res.eps[ok.numpy()] <= ub[ok].double().numpy() + 1e-5).all()
     for eps in (0.05, 0.1, 0.2, 0.4):

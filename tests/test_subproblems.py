@@ -136,6 +136,23 @@ def test_trs_hard_case(seed, n):
         assert float(val[b]) <= ref + 1e-8 * (1 + abs(ref))
 
 
+@pytest.mark.parametrize("tiny", [1e-14, 1e-10, 1e-6, 1e-3])
+def test_trs_near_hard_case(tiny):
+    # g has a tiny component on the ev_min eigenvector: Newton next to the pole must converge
+    rng = np.random.default_rng(21)
+    g, H = hard_case(rng, 4, 6, scale=0.1)
+    _, Q = torch.linalg.eigh(H)
+    g = g + tiny * Q[:, :, 0]
+    r = torch.tensor([0.2, 1.0, 3.0, 6.0], dtype=DT)
+    s = sp.solve_trust_region(g, H, r)
+    assert s.converged.all() and s.iterations < 40
+    kkt_trs(g, H, r, s, tol=1e-8)
+    val = phi(g, H, s.d)
+    for b in range(4):
+        ref = brute_trs(g[b].numpy(), H[b].numpy(), float(r[b]), starts=6, rng=rng)
+        assert float(val[b]) <= ref + 1e-8 * (1 + abs(ref))
+
+
 def test_trs_special_cases():
     n = 4
     g = torch.zeros(3, n, dtype=DT)
@@ -505,6 +522,23 @@ def test_min_norm_hard_case(seed, n):
         assert float(s.d[b].norm()) <= ref + 1e-6 * (1 + ref)
 
 
+@pytest.mark.parametrize("tiny", [1e-14, 1e-10, 1e-6, 1e-3])
+def test_min_norm_near_hard_case(tiny):
+    rng = np.random.default_rng(22)
+    g, H = hard_case(rng, 4, 5, scale=0.05)
+    _, Q = torch.linalg.eigh(H)
+    g = g + tiny * Q[:, :, 0]
+    c = torch.tensor([0.3, 1.0, 3.0, 6.0], dtype=DT)
+    s = sp.solve_min_norm(g, H, c)
+    assert s.converged.all() and s.feasible.all() and s.iterations < 40
+    assert (s.value.abs() <= 1e-10 * (1 + c)).all()
+    res = s.d + s.mu[:, None] * (g + mv(H, s.d))
+    assert (res.norm(dim=1) <= 1e-9 * (1 + s.mu)).all()
+    for b in range(4):
+        ref = brute_min_norm(g[b].numpy(), H[b].numpy(), float(c[b]), starts=6, rng=rng)
+        assert float(s.d[b].norm()) <= ref + 1e-6 * (1 + ref)
+
+
 def test_min_norm_infeasible_and_many_margins():
     rng = np.random.default_rng(12)
     g, H = rand_problem(rng, 2, 4, "pd")
@@ -562,7 +596,7 @@ def test_reduce_low_rank_is_exact(sign):
     # hard case in the full space (g orthogonal to the negative eigenvector) stays exact
     if sign != "pos":
         g_h = g - (Qb[:, :, :rk] @ (Qb[:, :, :rk].transpose(1, 2) @ g[..., None]))[..., 0]  # g outside range(U)
-        Qb2, gs2, Hs2 = sp.reduce_low_rank(g_h, U, s)
+        _, gs2, Hs2 = sp.reduce_low_rank(g_h, U, s)
         ds = sp.trust_region(gs2, Hs2, 5.0)
         df = sp.solve_trust_region(g_h, Hf, 5.0)
         assert df.hard_case.all()

@@ -16,6 +16,7 @@ class CountingModel(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.train(model.training)  # mirror the wrapped model's mode (libraries read .training)
         self.forwards = 0
         self.gradients = 0
         self.hvps = 0

@@ -7,7 +7,9 @@ residual r = max(0, Z_y - Z_j* + kappa) with j* the runner-up (untargeted), and 
     d = -(J^T J + mu I)^{-1} J^T r = -J^T (J J^T + mu I)^{-1} r,
 
 solved in the small class space (m x m) by the push-through identity. mu follows the usual
-Levenberg-Marquardt rule (shrink after a step that lowers ||r||, grow and retry otherwise).
+Levenberg-Marquardt rule (shrink after a step that lowers ||r||, grow and retry otherwise). The
+box [0, 1] is handled by a projected step: coordinates at a bound that the descent direction
+J^T r would push outward are frozen (their Jacobian columns zeroed) before the solve.
 """
 from __future__ import annotations
 
@@ -49,7 +51,8 @@ class GaussNewton(Attack):
     Args:
         model: classifier on [0, 1] inputs, eval mode.
         targeted: residuals against the target class t (else against the runner-up).
-        kappa: confidence margin in logits.
+        kappa: confidence margin in logits (default 0.05: with 0 the iterations stop exactly on the
+            decision boundary, where float noise between batch sizes can flip the class).
         steps: maximum number of LM iterations.
         mu: initial damping.
     """
@@ -57,7 +60,7 @@ class GaussNewton(Attack):
     name = "gauss-newton"
     norm = "l2"
 
-    def __init__(self, model: nn.Module, targeted: bool = True, kappa: float = 0.0, steps: int = 100,
+    def __init__(self, model: nn.Module, targeted: bool = True, kappa: float = 0.05, steps: int = 100,
                  mu: float = 1e-2) -> None:
         super().__init__(model, targeted)
         self.kappa, self.steps, self.mu0 = float(kappa), int(steps), float(mu)
@@ -79,6 +82,11 @@ class GaussNewton(Attack):
             won &= r.norm(dim=1) <= 1e-12 if self.kappa > 0 else won
             done[act[won]] = True
             Jr = W @ J                                                  # (b, m, n) residual Jacobian
+            # projected LM: freeze coordinates at a bound that the descent direction pushes outward
+            descent = -(Jr.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1)
+            c = cur[act]
+            blocked = ((c <= 0) & (descent < 0)) | ((c >= 1) & (descent > 0))
+            Jr = Jr * (~blocked).unsqueeze(1)
             JJt = Jr @ Jr.transpose(1, 2)
             eye = torch.eye(JJt.shape[1], dtype=x.dtype, device=x.device)
             sol = torch.linalg.solve(JJt + mu[act, None, None] * eye, r.unsqueeze(-1))

@@ -61,7 +61,7 @@ class TEAM(Attack):
         objective: "T1".."T6" or "margin" (SPEC 2); default T1 untargeted, T2 targeted.
         targeted: attack toward `target` passed at call time.
         hessian: "exact" | "krylov" | "ggn" | "none" | "auto" (see teamattack.curvature).
-        mode: "paper" | "iterated" | "min-norm" (see module docstring).
+        mode: "iterated" (default) | "paper" | "min-norm" (see module docstring).
         search: "bracket" (default: log-spaced bracketing then refinement) or "paper"
             (C = 0.5, 0.6, ... for L2; 0.01 steps for Linf; 1 pixel steps for L0).
         eps: fixed budget. When given, no radius search: the attack minimises the objective within
@@ -84,7 +84,7 @@ class TEAM(Attack):
         objective: str | None = None,
         targeted: bool = False,
         hessian: str = "auto",
-        mode: str = "paper",
+        mode: str = "iterated",
         search: str = "bracket",
         eps: float | None = None,
         max_radius: float | None = None,
@@ -93,7 +93,7 @@ class TEAM(Attack):
         per_pass: int = 8,
         rounds: int = 3,
         overshoot: float = 0.02,
-        box_iters: int = 50,
+        box_iters: int = 30,
     ) -> None:
         super().__init__(model, targeted)
         if norm not in NORMS:

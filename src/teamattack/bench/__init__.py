@@ -7,14 +7,28 @@
 
 See docs/bench.md.
 """
-from .harness import (Sidecar, ResumeMismatch, bench_document, derive_seed, load_images, render, run_bench,
-                      select_images)
-from .records import (example_arrays, markdown_table, per_image_best, record_from_arrays, run_record,
-                      targeted_cases)
+from .harness import (
+    ResumeMismatch,
+    Sidecar,
+    bench_document,
+    derive_seed,
+    load_images,
+    render,
+    run_bench,
+    select_images,
+)
+from .records import (
+    example_arrays,
+    markdown_table,
+    per_image_best,
+    record_from_arrays,
+    run_record,
+    targeted_cases,
+)
 from .suites import SUITES, AttackSpec, SuiteError, get_suite, peer_spec, team_spec
 
 __all__ = [
-    "AttackSpec", "ResumeMismatch", "SUITES", "Sidecar", "SuiteError", "bench_document", "derive_seed",
+    "SUITES", "AttackSpec", "ResumeMismatch", "Sidecar", "SuiteError", "bench_document", "derive_seed",
     "example_arrays", "get_suite", "load_images", "markdown_table", "peer_spec", "per_image_best",
     "record_from_arrays", "render", "run_bench", "run_record", "select_images", "targeted_cases", "team_spec",
 ]

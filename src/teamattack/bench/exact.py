@@ -546,7 +546,7 @@ def _milp_one(layers, x0, y, target, eps_max, time_limit, lp_bounds, mip_rel_gap
     opts = {"time_limit": float(time_limit), "mip_rel_gap": mip_rel_gap, "disp": False}
     r = so.milp(cost, integrality=integrality, bounds=so.Bounds(lb, ub), constraints=[rows.matrix(nvar)],
                 options=opts)
-    info = {"binaries": int(nvar - d_off[0]), "unstable": [int(len(u_)) for u_ in unstable],
+    info = {"binaries": int(nvar - d_off[0]), "unstable": [len(u_) for u_ in unstable],
             "classes": classes}
     return r, info
 
@@ -623,7 +623,8 @@ def min_linf_relu(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: to
 # --------------------------------------------------------------------------------------------
 def _verify(model, x, x_opt, y, target, eps, norm, nudge):
     """Nudge each boundary point across the boundary (<= nudge more distance) and check it."""
-    from ..metrics import l2 as l2d, linf as linfd
+    from ..metrics import l2 as l2d
+    from ..metrics import linf as linfd
     from ..objectives import decision_margin
 
     dist = linfd if norm == "linf" else l2d
@@ -710,7 +711,7 @@ def exact_optimum(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
     Raises NotApplicable when the optimum of this model and norm is not computable here.
     """
     try:
-        W, b = affine_form(model, tuple(x.shape[1:]), x.device)
+        affine_form(model, tuple(x.shape[1:]), x.device)
         affine = True
     except NotApplicable:
         affine = False

@@ -19,8 +19,8 @@ import math
 import os
 import random
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -454,10 +454,14 @@ def render(doc: dict) -> str:
     if doc.get("robust_accuracy"):
         out += ["", "Robust accuracy (share of the images not broken):", "",
                 R.robust_accuracy_table(doc["robust_accuracy"])]
+    if doc.get("exact"):
+        out.append("")
     for k, v in (doc.get("exact") or {}).items():
         st = v["optimum"]
-        out.append(f"\nExact {k}: {v['statuses']}, verified {v['verified']}/{v['n']}, optimum median "
-                   f"{R._fmt(st['median'])} mean {R._fmt(st['mean'])}\n")
+        out.append(f"- exact {k}: {v['statuses']}, verified {v['verified']}/{v['n']}, optimum median "
+                   f"{R._fmt(st['median'])} mean {R._fmt(st['mean'])}")
+    if doc.get("skipped"):
+        out.append("")
     for s in doc.get("skipped", []):
         out.append(f"- skipped {s['attack']}: {s['reason']}")
     return "\n".join(out).rstrip() + "\n"

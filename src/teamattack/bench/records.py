@@ -15,7 +15,7 @@ the same records as an uninterrupted one.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 

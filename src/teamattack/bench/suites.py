@@ -11,16 +11,18 @@ spec whose attack cannot be built (library missing, mode unsupported) is skipped
 Suites (SPEC 8, 10):
   untargeted-l2  TEAM min-norm L2 vs C&W, DDN, FMN, ALMA, SuperDeepFool, DeepFool
   targeted-l2    TEAM min-norm L2 targeted vs C&W, DDN, FMN targeted (average / best / worst)
-  linf           TEAM Linf vs FMN-Linf (min-norm) and FGSM / BIM / PGD at a budget
-  l0             TEAM L0 vs JSMA (targeted only: run as best-over-targets) and FMN-L0
+  linf           TEAM Linf (iterated: bisection over C = a min-norm search) vs FMN-Linf (min-norm)
+                 and FGSM / BIM / PGD at a budget
+  l0             TEAM L0 (iterated) vs JSMA (targeted only: run as best-over-targets) and FMN-L0
   paper-table4   targeted TEAM L0 / L2 / Linf (paper mode) vs JSMA / C&W / FGSM with seed 001's settings
   paper-table5   untargeted TEAM T1 / T4 (paper mode, L2) vs DeepFool / M-DI2-FGSM / PGD (paper settings)
   engine         the TEAM engine benchmark: filled in by `engine_suite()` (the lead's hook)
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
@@ -154,13 +156,13 @@ def targeted_l2() -> list[AttackSpec]:
 
 
 def linf() -> list[AttackSpec]:
-    return [team_spec("team-linf", "linf", mode="min-norm"), peer_spec("fmn-linf-1000")] + [
+    return [team_spec("team-linf", "linf", mode="iterated"), peer_spec("fmn-linf-1000")] + [
         peer_spec(n, eps=None) for n in ("fgsm", "bim", "pgd")
     ]
 
 
 def l0() -> list[AttackSpec]:
-    return [team_spec("team-l0", "l0", mode="min-norm"), peer_spec("jsma"), peer_spec("fmn-l0-1000")]
+    return [team_spec("team-l0", "l0", mode="iterated"), peer_spec("jsma"), peer_spec("fmn-l0-1000")]
 
 
 def paper_table4() -> list[AttackSpec]:

@@ -85,7 +85,7 @@ def run(args) -> int:
         ratios = [r["attack_upper_bound"] / r["eps"] for r in rows if r["status"] == "optimal"
                   and r["eps"] and r.get("attack_upper_bound") is not None]
         summary["pgd_bisection_ratio"] = stats(ratios)
-    print(f"| image | label | target | eps* | lower | status | verified | s |\n|---|---|---|---|---|---|---|---|")
+    print("| image | label | target | eps* | lower | status | verified | s |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['index']} | {r['label']} | {r['target'] if r['target'] is not None else '-'} | "
               f"{_fmt(r['eps'], 6)} | {_fmt(r['lower'], 6)} | {r['status']} | {r['verified']} | "

@@ -29,7 +29,7 @@ def register(sub) -> None:
 
     p.add_argument("name", metavar="NAME", choices=sorted(REGISTRY), help="experiment (listed below)")
     p.add_argument("-n", type=int, default=None, help="number of images (meaning and default: per experiment, below)")
-    p.add_argument("--out", default="results", help="folder for the PNGs (default: results)")
+    p.add_argument("--out", default="runs", help="folder for the PNGs (default: runs)")
     p.add_argument("--json", default=None, help="results JSON (default: OUT/NAME.json)")
     p.add_argument("--seed", type=int, default=0, help="seed for the choice of images")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")

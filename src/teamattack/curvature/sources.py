@@ -162,9 +162,11 @@ def hvp_operator(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=No
     g_flat = g.reshape(B, -1)
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
-        (hv,) = torch.autograd.grad(g_flat, xr, grad_outputs=v, retain_graph=True)
         _count(model, hvps=B)
-        return hv.reshape(B, -1).detach()
+        if not g_flat.requires_grad:  # the gradient does not depend on x (affine model): H = 0
+            return torch.zeros_like(v)
+        (hv,) = torch.autograd.grad(g_flat, xr, grad_outputs=v, retain_graph=True, allow_unused=True)
+        return torch.zeros_like(v) if hv is None else hv.reshape(B, -1).detach()
 
     return f.detach(), g_flat.detach(), hvp
 
@@ -195,10 +197,18 @@ SOURCES = ("none", "exact", "krylov", "ggn", "auto")
 
 def choose(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None,
            memory_bytes: float = 2e9, dense_max_n: int = 1024) -> tuple[str, str]:
-    """What `hessian="auto"` picks, and why."""
+    """What `hessian="auto"` picks, and why.
+
+    The rule follows measurements (docs/engine.md, `teamattack bench --suite engine`): for logit
+    objectives the curvature a net has (at most its smooth layers') did not lower the distances
+    found and costs p gradients per expansion, so they run first order; softmax objectives, whose
+    saturation the gradient alone misjudges, get the exact Hessian where it is affordable.
+    """
     n = x[0].numel()
-    if not obj.softmax and curvature_is_zero(model, obj, x[:4], y[:4], None if target is None else target[:4]):
-        return "none", "the objective's Hessian is zero here (piecewise-linear logits): first order is exact"
+    if not obj.softmax:
+        if curvature_is_zero(model, obj, x[:4], y[:4], None if target is None else target[:4]):
+            return "none", "the objective's Hessian is zero here (piecewise-linear logits): first order is exact"
+        return "none", "logit objective: curvature measured not to pay off (docs/engine.md)"
     if has_smooth_top(model):
         return "exact", "piecewise-linear features below a smooth layer: exact low-rank Hessian"
     if n <= dense_max_n and x.shape[0] * n * n * 4 <= memory_bytes:

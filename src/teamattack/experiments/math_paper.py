@@ -27,7 +27,7 @@ MODEL = "cifar10-resnet56"
 CAT, DOG = 3, 5
 ALPHA = 0.1                      # IFGSM clip radius of the paper (Figs 1-3)
 FIG2_EPS = [round(0.005 * i, 4) for i in range(21)]           # 0 .. 0.1
-FIG3_EPS = [0.0025, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.1]
+FIG3_EPS = [0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.015, 0.02, 0.05, 0.1]
 CW_PAPER = dict(c=10.0, kappa=0.0, steps=10, lr=0.01)
 
 
@@ -53,10 +53,10 @@ def _per_image(counters: dict, n: int) -> dict:
 
 # ------------------------------------------------------------------------------------------ Figure 2
 @register("math-fig2", "seed 004 Fig 2: ResNet56 accuracy under FGSM vs eps in [0, 0.1] (a) and under "
-          "IFGSM (step 0.02, alpha 0.1) vs iterations 1..20 (b)", default_n=200)
+          "IFGSM (step 0.02, alpha 0.1) vs iterations 1..20 (b)", default_n=100)
 def fig2(ctx: Context) -> dict:
     model, x_all, y_all = _setup(ctx)
-    n = min(ctx.n_or(200), len(y_all))
+    n = min(ctx.n_or(100), len(y_all))
     x, y = data.load("cifar10", "test", n=n, seed=ctx.seed, root=ctx.data_root)
     ctx.log(f"math-fig2: ResNet56, {n} CIFAR-10 test images (seeded choice among the {len(y_all)} available)")
     iters, step_b = 20, 0.02
@@ -105,11 +105,11 @@ def fig2(ctx: Context) -> dict:
 
 # ------------------------------------------------------------------------------------------ Figure 3
 @register("math-fig3", "seed 004 Fig 3: targeted IFGSM cat -> dog on the cat test images: success vs eps "
-          "with 10 iterations (a) and vs iterations at eps 0.02 (b), alpha 0.1", default_n=50,
+          "with 10 iterations (a) and vs iterations at eps 0.02 (b), alpha 0.1", default_n=30,
           n_means="cat images (104 available)")
 def fig3(ctx: Context) -> dict:
     model, x_all, y_all = _setup(ctx)
-    x, y, idx = _cats(ctx, x_all, y_all, 50)
+    x, y, idx = _cats(ctx, x_all, y_all, 30)
     n = len(y)
     ctx.log(f"math-fig3: ResNet56, {n} cat images (class 3, paper's 4) of the first 1017 CIFAR-10 test images, "
             f"target dog (class 5, paper's 6)")
@@ -192,8 +192,8 @@ def fig4(ctx: Context) -> dict:
     m0, m1 = p0.mean(0).tolist(), p1.mean(0).tolist()
     labels = [f"{i} ({i + 1}) {c}" for i, c in enumerate(names)]
     png = grouped_bars(ctx.png("math_fig4.png"), labels, {"before attack": m0, "after CW-L2": m1},
-                       ylabel="mean probability", title=f"ResNet56 on {n} CIFAR-10 cat images, CW-L2 toward dog "
-                       f"({int((pred1 == DOG).sum())} became dog); class index from 0 (paper's from 1)")
+                       ylabel="mean probability", title=f"ResNet56 on {n} CIFAR-10 cat images, CW-L2 toward dog: "
+                       f"{int((pred1 == DOG).sum())} became dog\nclass index from 0 (in brackets: the paper's, from 1)")
     third = [k for k in range(len(names)) if k not in (CAT, DOG)]
     out = {
         "model": MODEL, "n_images": n, "image_indices": idx.tolist(), "cw": CW_PAPER | {"scale": 1.0},
@@ -227,15 +227,16 @@ def fig1(ctx: Context) -> dict:
     model, x_all, y_all = _setup(ctx)
     names = data.class_names("cifar10")
     n = max(1, ctx.n_or(3))
-    pred_all = predict(model, x_all.to(ctx.device)).cpu()
     g = torch.Generator().manual_seed(ctx.seed)
     order = torch.randperm(len(y_all), generator=g)
     classes = list(FIG1_CLASSES) + [c for c in range(10) if c not in FIG1_CLASSES]
-    chosen = []
+    chosen: list[int] = []
     for k in range(n):
         cls = classes[k % len(classes)]
-        cand = [int(i) for i in order if y_all[i] == cls and pred_all[i] == cls and int(i) not in chosen]
-        chosen.append(cand[0])
+        for i in order[y_all[order] == cls].tolist():     # seeded order; first one classified correctly
+            if i not in chosen and int(predict(model, x_all[i:i + 1].to(ctx.device))) == cls:
+                chosen.append(i)
+                break
     idx = torch.tensor(chosen)
     x, y = x_all[idx].to(ctx.device), y_all[idx].to(ctx.device)
     ctx.log(f"math-fig1: ResNet56, {n} correctly classified CIFAR-10 test images {idx.tolist()} "

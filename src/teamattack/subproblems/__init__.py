@@ -13,13 +13,23 @@ hvp callable V (B, n) -> (B, n); radii (B,) tensors or numbers. See docs/subprob
 """
 from .box import box_qp, fgsm_vertex, project_ball_box, trust_region_box
 from .l0 import l0_search
-from .lanczos import (LanczosBasis, LanczosTRSolution, lanczos, trust_region_krylov,
-                      trust_region_lanczos)
+from .lanczos import (
+                      LanczosBasis,
+                      LanczosTRSolution,
+                      lanczos,
+                      trust_region_krylov,
+                      trust_region_lanczos,
+)
 from .low_rank import lift, low_rank_hvp, reduce_low_rank
-from .min_norm import (MinNormSolution, min_norm, min_norm_eig, solve_min_norm,
-                       solve_min_norm_eig)
-from .trust_region import (TRSolution, eigh_batched, solve_trust_region, solve_trust_region_eig,
-                           trust_region, trust_region_eig)
+from .min_norm import MinNormSolution, min_norm, min_norm_eig, solve_min_norm, solve_min_norm_eig
+from .trust_region import (
+                      TRSolution,
+                      eigh_batched,
+                      solve_trust_region,
+                      solve_trust_region_eig,
+                      trust_region,
+                      trust_region_eig,
+)
 
 __all__ = [
     "LanczosBasis", "LanczosTRSolution", "MinNormSolution", "TRSolution", "box_qp",

@@ -1,12 +1,12 @@
 """Small shared helpers: batch parameters, operators (dense H or an HVP callable), phi."""
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 import torch
 
 HVP = Callable[[torch.Tensor], torch.Tensor]
-MatrixOrHVP = Union[torch.Tensor, HVP]
+MatrixOrHVP = torch.Tensor | HVP
 
 
 def check_g(g: torch.Tensor) -> None:
@@ -72,7 +72,7 @@ def tiny_of(t: torch.Tensor) -> float:
     return float(torch.finfo(t.dtype).tiny)
 
 
-def power_norm_estimate(hvp: HVP, g: torch.Tensor, iters: int = 12) -> torch.Tensor:
+def power_norm_estimate(hvp: HVP, g: torch.Tensor, iters: int = 8) -> torch.Tensor:
     """Estimate of ||H||_2 per example by power iteration (an underestimate; callers backtrack)."""
     gen = torch.Generator(device="cpu").manual_seed(1234)
     v = torch.randn(g.shape, generator=gen, dtype=torch.float64).to(g)

@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import torch
 
-from ._common import (MatrixOrHVP, as_operator, batch_param, box_param, check_g, phi,
-                      shrink_into_ball, tiny_of)
-from ._pg import projected_descent
+from ._common import (
+    MatrixOrHVP,
+    as_operator,
+    batch_param,
+    box_param,
+    check_g,
+    phi,
+    shrink_into_ball,
+    tiny_of,
+)
+from ._pg import projected_descent, spectral_projected_gradient
+
+_METHODS = {"fista": projected_descent, "spg": spectral_projected_gradient}
 from .lanczos import trust_region_lanczos
-from .trust_region import trust_region
+from .trust_region import eigh_batched, solve_trust_region_eig
 
 
 def project_ball_box(z: torch.Tensor, radius, lower, upper) -> torch.Tensor:
@@ -25,7 +35,7 @@ def project_ball_box(z: torch.Tensor, radius, lower, upper) -> torch.Tensor:
     (n,) or (B, n).
     """
     check_g(z)
-    B, n = z.shape
+    B = z.shape[0]
     r = batch_param(radius, B, z, "radius")
     lo, up = box_param(lower, z, "lower"), box_param(upper, z, "upper")
     if bool((lo > 0).any()) or bool((up < 0).any()):
@@ -81,7 +91,7 @@ def steepest_descent_point(g, hvp, radius, lower, upper):
 
 def trust_region_box(g: torch.Tensor, H_or_hvp: MatrixOrHVP, radius, lower, upper,
                      iters: int = 200, reduced=None, trs: torch.Tensor | None = None,
-                     lanczos_k: int = 20) -> torch.Tensor:
+                     lanczos_k: int = 20, method: str = "fista") -> torch.Tensor:
     """minimise g.d + 1/2 d.Hd  s.t. ||d||_2 <= radius and lower <= d <= upper (lower <= 0 <= upper).
 
     H_or_hvp: dense (B, n, n) or a callable hvp((B, n)) -> (B, n). The TRS (ball only) solution
@@ -90,28 +100,36 @@ def trust_region_box(g: torch.Tensor, H_or_hvp: MatrixOrHVP, radius, lower, uppe
     from the dense H, else from trust_region_lanczos with lanczos_k HVPs.
     If the TRS solution is inside the box it is returned as is (it is then globally optimal).
     Otherwise: start from the better (on phi) of the TRS solution projected on ball-box and the
-    projected steepest-descent point, run accelerated projected gradient (exact projection,
-    backtracking) for up to `iters` iterations, keep the best point. Always inside both sets;
+    projected steepest-descent point, run projected gradient with the exact projection (method
+    "fista": accelerated, backtracking, restart; "spg": spectral steps + exact line search) for up
+    to `iters` iterations (stops early when stalled), keep the best point. Always inside both sets;
     never worse than the starts. Global for convex phi; for indefinite H a local solution (the
     ball-box problem with indefinite H is NP-hard in general).
     """
     check_g(g)
-    B, n = g.shape
+    B = g.shape[0]
     r = batch_param(radius, B, g, "radius")
     lo, up = box_param(lower, g, "lower"), box_param(upper, g, "upper")
     if bool((lo > 0).any()) or bool((up < 0).any()):
         raise ValueError("trust_region_box needs lower <= 0 <= upper")
     hvp, Hd = as_operator(H_or_hvp, g)
+    L = None  # ||H||_2 when an eigen-decomposition is at hand (exact), else estimated later
     if trs is not None:
         d_trs = trs.to(g)
     elif reduced is not None:
         P, gs, Hs = reduced
-        ds = trust_region(gs.to(g), Hs.to(g), r)
+        gh, ev, Q = eigh_batched(Hs.to(g), gs.to(g))
+        ds = solve_trust_region_eig(gh, ev, Q, r).d
         d_trs = ds if P is None else torch.matmul(P.to(g), ds.unsqueeze(-1)).squeeze(-1)
+        L = ev.abs().amax(-1)
     elif Hd is not None:
-        d_trs = trust_region(g, Hd, r)
+        gh, ev, Q = eigh_batched(Hd, g)
+        d_trs = solve_trust_region_eig(gh, ev, Q, r).d
+        L = ev.abs().amax(-1)
     else:
-        d_trs = trust_region_lanczos(g, hvp, r, k=lanczos_k).d
+        sol = trust_region_lanczos(g, hvp, r, k=lanczos_k)
+        d_trs = sol.d
+        L = torch.linalg.eigvalsh(sol.basis.T).abs().amax(-1)  # Ritz values: a lower bound
     d_trs = shrink_into_ball(d_trs, r)
     inactive = ((d_trs >= lo) & (d_trs <= up)).all(-1)
     if bool(inactive.all()):
@@ -119,8 +137,11 @@ def trust_region_box(g: torch.Tensor, H_or_hvp: MatrixOrHVP, radius, lower, uppe
     s1 = project_ball_box(d_trs, r, lo, up)
     s2 = steepest_descent_point(g, hvp, r, lo, up)
     x0, _ = _best_of(g, hvp, [s1, s2])
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {sorted(_METHODS)}")
     diam = torch.minimum(2 * r, (up - lo).norm(dim=-1))
-    x, _, _ = projected_descent(g, hvp, x0, lambda z: project_ball_box(z, r, lo, up), iters, diam)
+    solver = _METHODS[method]
+    x, _, _ = solver(g, hvp, x0, lambda z: project_ball_box(z, r, lo, up), iters, diam, L=L)
     return torch.where(inactive.unsqueeze(-1), d_trs, x)
 
 
@@ -131,11 +152,15 @@ def fgsm_vertex(g: torch.Tensor, lower, upper) -> torch.Tensor:
     return torch.where(g > 0, lo, torch.where(g < 0, up, zero))
 
 
-def box_qp(g: torch.Tensor, H_or_hvp: MatrixOrHVP, lower, upper, iters: int = 100) -> torch.Tensor:
+def box_qp(g: torch.Tensor, H_or_hvp: MatrixOrHVP, lower, upper, iters: int = 100,
+           lipschitz=None, method: str = "spg") -> torch.Tensor:
     """minimise g.d + 1/2 d.Hd over lower <= d <= upper (the L_inf subproblem).
 
-    Starts at the FGSM vertex, then accelerated projected gradient with backtracking, monotone
-    on phi: the result is never worse than the vertex, and with H = 0 it IS the vertex.
+    Starts at the FGSM vertex, then projected gradient (method "spg": spectral Barzilai-Borwein
+    steps with an exact line search on the projected segment; "fista": accelerated with
+    backtracking and restart), monotone on phi: the result is never worse than the vertex, and with H = 0 it IS the vertex.
+    lipschitz: ||H||_2 (number or (B,)) if known, else estimated by power iteration (8 HVPs);
+    an underestimate only costs backtracking steps.
     Global for convex phi (PSD H); a local solution otherwise (box QPs are NP-hard in general).
     """
     check_g(g)
@@ -147,5 +172,9 @@ def box_qp(g: torch.Tensor, H_or_hvp: MatrixOrHVP, lower, upper, iters: int = 10
     if iters <= 0:
         return v
     diam = (up - lo).norm(dim=-1)
-    x, _, _ = projected_descent(g, hvp, v, lambda z: torch.minimum(torch.maximum(z, lo), up), iters, diam)
+    L = None if lipschitz is None else batch_param(lipschitz, g.shape[0], g, "lipschitz")
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {sorted(_METHODS)}")
+    x, _, _ = _METHODS[method](g, hvp, v, lambda z: torch.minimum(torch.maximum(z, lo), up), iters,
+                               diam, L=L)
     return x

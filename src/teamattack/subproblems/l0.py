@@ -9,7 +9,6 @@ bounds are set to 0), so the result has at most k nonzero groups and lies in the
 """
 from __future__ import annotations
 
-
 import torch
 
 from ._common import MatrixOrHVP, as_operator, box_param, check_g
@@ -41,7 +40,7 @@ def l0_search(g: torch.Tensor, H_or_hvp: MatrixOrHVP, k, lower, upper, groups=No
     radius: optional L2 budget as well (then the re-solves use trust_region_box).
     """
     check_g(g)
-    B, n = g.shape
+    B = g.shape[0]
     lo, up = box_param(lower, g, "lower"), box_param(upper, g, "upper")
     hvp, _ = as_operator(H_or_hvp, g)
     kk = torch.as_tensor(k, device=g.device).long()

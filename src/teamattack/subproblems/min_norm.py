@@ -10,8 +10,9 @@ solutions. With H = Q diag(e) Q^T and w = (Q^T g)^2 the constraint along the cur
     h(mu) = c - 1/2 sum_i w_i mu (2 + mu e_i) / (1 + mu e_i)^2,    h'(mu) = -sum_i w_i/(1+mu e_i)^3 < 0,
 
 decreasing on [0, mu_max), mu_max = 1/max(0, -e_min) (h is the derivative of the concave dual
-function). A safeguarded Newton iteration (bracket + bisection) finds the root; from mu = 0 the
-first step is mu = c/||g||^2, so H = 0 gives the DeepFool step -c g/||g||^2 exactly.
+function). The root is found by a safeguarded Newton iteration (bracket + bisection) in
+u = log(lam + e_min), on log(c - h) = log c, which is nearly linear in u near the pole and far
+from it; for H = 0 it is exactly linear, so the DeepFool step -c g/||g||^2 comes out exactly.
 Special cases: c <= 0 -> d = 0. Hard case (e_min < 0 and h stays > 0 up to mu_max): move along
 the e_min eigenvector until the constraint is met. Infeasible (the model's minimum stays > 0,
 e.g. H positive definite with c > 1/2 g.H^{-1}g): return the model's minimiser -H^+ g with
@@ -42,27 +43,25 @@ class MinNormSolution:
     iterations: int
 
 
-def _terms(w, ev, mu):
-    """(sum w f(mu), sum w f'(mu)) with f = mu(2+mu e)/(1+mu e)^2, stable for small and large mu."""
-    m = mu.unsqueeze(-1)
-    small = m <= 1
-    lam = 1.0 / torch.where(small, torch.ones_like(m), m)
-    a = torch.where(small, 1 + m * ev, lam + ev)            # (1 + mu e) or (lam + e)
-    f = torch.where(small, m * (2 + m * ev) / a ** 2, (2 * lam + ev) / a ** 2)
-    fp = torch.where(small, 2.0 / a ** 3, 2.0 * (lam / a) ** 3)
-    return (w * f).sum(-1), (w * fp).sum(-1)
-
-
-def _coef(ghat, ev, mu):
-    m = mu.unsqueeze(-1)
-    small = m <= 1
-    big_lam = 1.0 / torch.where(small, torch.ones_like(m), m)
-    return torch.where(small, -m * ghat / (1 + m * ev), -ghat / (big_lam + ev))
+def _S(w, sh, sig, lam):
+    """S = 1/2 g.(H+lam)^{-1}(2 lam + H)(H+lam)^{-1} g = c - h, and dS/dsig = -sum w lam/den^3,
+    with den = sh + sig = e + lam (computed from the shift, exact near the pole)."""
+    den = sh + sig.unsqueeze(-1)
+    inv = 1.0 / den
+    S = 0.5 * (w * (inv + lam.unsqueeze(-1) * inv * inv)).sum(-1)
+    dS = -(w * lam.unsqueeze(-1) * inv ** 3).sum(-1)
+    return S, dS
 
 
 def min_norm_core(ghat, ev, c, max_iter: int = 200):
     """Eigen-coordinates: ghat (..., n), ev (..., n) ascending, c (...). Returns
-    (coef, mu, feasible, hard, converged, iterations)."""
+    (coef, mu, feasible, hard, converged, iterations).
+
+    The root of h = c - S(sig) = 0 is found in u = log(sig), sig = lam + ev1 = 1/mu + ev1 (the
+    distance of lam from the pole): log S is close to linear in u both near the pole
+    (S ~ k / sig^2) and far from it (S ~ ||g||^2 / sig), so Newton is fast and, for H = 0,
+    exact in one step; a bracket with bisection in u keeps it safe.
+    """
     ghat, ev = torch.broadcast_tensors(ghat, ev)
     lead = torch.broadcast_shapes(ghat.shape[:-1], c.shape)
     ghat, ev = ghat.expand(*lead, ghat.shape[-1]), ev.expand(*lead, ev.shape[-1])
@@ -71,6 +70,7 @@ def min_norm_core(ghat, ev, c, max_iter: int = 200):
     w = ghat * ghat
     g2 = w.sum(-1)
     ev1 = ev[..., 0]
+    sh = (ev - ev1.unsqueeze(-1)).clamp_min(0.0)
     inf = torch.full_like(c, float("inf"))
     zeros = torch.zeros_like(c)
     pos = c > 0
@@ -79,22 +79,27 @@ def min_norm_core(ghat, ev, c, max_iter: int = 200):
     delta = 10.0 * eps * scale + tiny ** 0.5
     singular = ev1 <= delta
 
-    # PD (not singular): can the constraint be met at all? h(mu = inf) = c - 1/2 g.H^{-1}g
-    ev_pd = torch.where(ev > 0, ev, torch.ones_like(ev))
-    h_inf = c - 0.5 * (w / ev_pd).sum(-1)
-    infeasible_pd = pos & ~singular & (h_inf > 0)
-    # singular / indefinite: the largest usable mu is 1/lam_h
-    lam_h = torch.clamp(-ev1, min=0.0) + delta
-    mu_h = 1.0 / lam_h
-    f_h, _ = _terms(w, ev, mu_h)
-    h_h = c - 0.5 * f_h
-    hardish = pos & singular & (h_h > 0)
+    # the left end: lam = 0 (H positive definite) or lam = max(0, -ev1) + delta
+    sig_lo = torch.where(singular, torch.clamp(ev1, min=0.0) + delta, ev1)
+    lam_lo = sig_lo - ev1
+    S_lo, _ = _S(w, sh, sig_lo, lam_lo)
+    stuck = pos & (S_lo < c)               # the curve never reaches the constraint
+    infeasible_pd = stuck & ~singular
+    hardish = stuck & singular
+    root = pos & ~stuck
 
-    # root finding on [0, hi] where h(hi) <= 0
-    root = pos & ~infeasible_pd & ~hardish
-    lo = zeros.clone()
-    hi = torch.where(singular, mu_h, inf)
-    mu = zeros.clone()
+    # right end: S(sig) <= c (S ~ ||g||^2 / sig for large sig); expand until bracketed
+    sig_hi = torch.maximum(2 * sig_lo, 2 * g2 / c_safe + 2 * ev.abs().amax(-1))
+    for _ in range(60):
+        S_hi, _ = _S(w, sh, sig_hi, sig_hi - ev1)
+        need = root & (S_hi > c)
+        if not bool(need.any()):
+            break
+        sig_hi = torch.where(need, 4 * sig_hi, sig_hi)
+    u_lo = torch.log(sig_lo.clamp_min(tiny))
+    u_hi = torch.log(sig_hi.clamp_min(tiny))
+    log_c = torch.log(c_safe)
+    u = u_lo.clone()
     converged = ~root
     rtol = 8.0 * eps
     its = 0
@@ -102,42 +107,44 @@ def min_norm_core(ghat, ev, c, max_iter: int = 200):
         if not bool((~converged).any()):
             break
         its = it + 1
-        f, fp = _terms(w, ev, mu)
-        h = c - 0.5 * f
-        right = h <= 0
-        lo = torch.where(~converged & ~right, mu, lo)
-        hi = torch.where(~converged & right, mu, hi)
-        done = (h.abs() <= rtol * (c.abs() + 0.5 * f.abs())) | \
-               (torch.isfinite(hi) & ((hi - lo) <= rtol * hi.abs().clamp_min(tiny)))
+        sig = torch.exp(u)
+        S, dS = _S(w, sh, sig, sig - ev1)
+        F = torch.log(S.clamp_min(tiny)) - log_c          # decreasing in u
+        dF = sig * dS / S.clamp_min(tiny)
+        left = F > 0
+        u_lo = torch.where(~converged & left, u, u_lo)
+        u_hi = torch.where(~converged & ~left, u, u_hi)
+        step = -F / torch.where(dF < 0, dF, -torch.ones_like(dF))
+        done = (F.abs() <= rtol) | ((u_hi - u_lo) <= rtol * (1 + u.abs())) | \
+               (step.abs() <= rtol * (1 + u.abs()))
         converged = converged | done
-        new = mu + 2 * h / fp.clamp_min(tiny)      # Newton: mu - h/h', h' = -fp/2
-        fallback = torch.where(torch.isinf(hi), torch.maximum(2 * lo, c_safe / g2.clamp_min(tiny)),
-                               0.5 * (lo + hi))
-        bad = ~torch.isfinite(new) | (new <= lo) | (new >= hi)
-        new = torch.where(bad, fallback, new)
-        mu = torch.where(converged, mu, new)
-    # the feasible side of the bracket when it is (numerically) as good
-    f_mu, _ = _terms(w, ev, mu)
-    use_hi = root & (c - 0.5 * f_mu > 0) & torch.isfinite(hi) & ((hi - lo) <= 1e3 * eps * hi)
-    mu = torch.where(use_hi, hi, mu)
+        new = u + step
+        bad = ~torch.isfinite(new) | (new < u_lo) | (new > u_hi) | (dF >= 0)
+        new = torch.where(bad, 0.5 * (u_lo + u_hi), new)
+        u = torch.where(converged, u, new)
+    sig = torch.exp(u)
+    # prefer the feasible side (S >= c) when the bracket is that tight
+    S_u, _ = _S(w, sh, sig, sig - ev1)
+    use_lo = root & (S_u < c) & ((u_hi - u_lo) <= 1e3 * eps * (1 + u.abs()))
+    sig = torch.where(use_lo, torch.exp(u_lo), sig)
+    sig = torch.where(root, sig, sig_lo)
 
-    coef = _coef(ghat, ev, torch.where(root, mu, zeros))
-    coef = torch.where(infeasible_pd.unsqueeze(-1), -ghat / ev_pd, coef)
-    # hard / near-singular case: all but the e_min coordinate from lam_h, that one from the constraint
-    coef_h = -ghat / (ev + lam_h.unsqueeze(-1))
-    rest = coef_h[..., 1:]
+    coef = -ghat / (sh + sig.unsqueeze(-1))
+    # hard / near-singular case: the e_min coordinate from the constraint
+    rest = coef[..., 1:]
     Cp = c + (ghat[..., 1:] * rest).sum(-1) + 0.5 * (ev[..., 1:] * rest * rest).sum(-1)
     b = ghat[..., 0]
     D = b * b - 2 * ev1 * Cp
     feas_h = hardish & (D >= 0)
-    sgn = torch.where(b > 0, torch.ones_like(b), torch.where(b < 0, -torch.ones_like(b), torch.ones_like(b)))
+    sgn = torch.where(b < 0, -torch.ones_like(b), torch.ones_like(b))
     y = -sgn * 2 * Cp / (b.abs() + D.clamp_min(0).sqrt()).clamp_min(tiny)
-    y = torch.where(feas_h, y, coef_h[..., 0])
-    coef_h = torch.cat([y.unsqueeze(-1), rest], -1)
-    coef = torch.where(hardish.unsqueeze(-1), coef_h, coef)
+    y = torch.where(feas_h, y, coef[..., 0])
+    coef = torch.cat([y.unsqueeze(-1), rest], -1)
     coef = torch.where(pos.unsqueeze(-1), coef, torch.zeros_like(coef))
 
-    mu_out = torch.where(root, mu, torch.where(hardish, mu_h, torch.where(infeasible_pd, inf, zeros)))
+    lam = sig - ev1
+    mu = torch.where(lam > 0, 1.0 / lam.clamp_min(tiny), inf)
+    mu_out = torch.where(root | hardish, mu, torch.where(infeasible_pd, inf, zeros))
     feasible = ~(infeasible_pd | (hardish & ~feas_h))
     hard = feas_h & (ev1 < -delta)
     return coef, mu_out, feasible, hard, converged, its

@@ -64,21 +64,27 @@ def trs_core(ghat: torch.Tensor, ev: torch.Tensor, r: torch.Tensor, max_iter: in
     scale = torch.maximum(ev.abs().amax(-1), gnorm / r_safe)
     delta = 10.0 * eps * scale + tiny ** 0.5
 
-    # interior: H positive definite and the Newton point inside
+    # Work with the shift from the pole, sig = lam + ev1, and the gaps sh = ev - ev1 (sh_0 = 0):
+    # ev_i + lam = sh_i + sig keeps full relative precision when lam sits next to -ev1.
+    sh = (ev - ev1.unsqueeze(-1)).clamp_min(0.0)
     zeros = torch.zeros_like(r)
+    # interior: H positive definite and the Newton point inside
     n0 = torch.where(ev1 > 0, _secular_norm(w, torch.where(ev > 0, ev, torch.ones_like(ev)), zeros),
                      torch.full_like(r, float("inf")))
     interior = (ev1 > 0) & (n0 <= r) & ~zero_r
     # near-singular / indefinite: test the hard case at lam_h = max(0, -ev1) + delta
     singular = ev1 <= delta
-    lam_h = torch.clamp(-ev1, min=0.0) + delta
-    n_h = _secular_norm(w, ev, lam_h)
+    sig_h = torch.clamp(ev1, min=0.0) + delta
+    n_h = _secular_norm(w, sh, sig_h)
     hard = singular & (n_h <= r) & ~interior & ~zero_r
     boundary = ~interior & ~hard & ~zero_r
 
-    lo = torch.where(singular, lam_h, zeros)
-    hi = torch.maximum(lo, gnorm / r_safe - ev1)
-    lam = lo.clone()
+    lo = torch.where(singular, sig_h, torch.clamp(ev1, min=0.0))
+    # bounds on the root: ||d|| <= ||g|| / (ev1 + lam) and ||d|| >= |ghat_i| / (ev_i + lam)
+    hi = torch.maximum(lo, gnorm / r_safe)
+    lo = torch.maximum(lo, (ghat.abs() / r_safe.unsqueeze(-1) - sh).amax(-1))
+    lo = torch.minimum(lo, hi)
+    sig = lo.clone()
     rtol = 4.0 * eps
     converged = ~boundary
     iterations = 0
@@ -86,24 +92,27 @@ def trs_core(ghat: torch.Tensor, ev: torch.Tensor, r: torch.Tensor, max_iter: in
         if not bool((~converged).any()):
             break
         iterations = it + 1
-        den = ev + lam.unsqueeze(-1)
+        den = sh + sig.unsqueeze(-1)
         nrm2 = (w / den ** 2).sum(-1)
         nrm = nrm2.sqrt()
         q2 = (w / den ** 3).sum(-1)
         left = nrm > r  # psi < 0
-        lo = torch.where(~converged & left, lam, lo)
-        hi = torch.where(~converged & ~left, lam, hi)
-        done = ((nrm - r).abs() <= rtol * r) | ((hi - lo) <= rtol * hi.abs().clamp_min(tiny))
-        converged = converged | done
+        lo = torch.where(~converged & left, sig, lo)
+        hi = torch.where(~converged & ~left, sig, hi)
         step = (nrm2 / q2) * (nrm - r) / r_safe
-        new = lam + step
-        bad = ~torch.isfinite(new) | (new < lo) | (new > hi) | (left & (new <= lam) & ~done)
+        # done: on the sphere, or the bracket / the Newton step is at machine precision in sig
+        done = ((nrm - r).abs() <= rtol * r) | ((hi - lo) <= rtol * hi.abs().clamp_min(tiny)) \
+            | (step.abs() <= rtol * sig.abs())
+        converged = converged | done
+        new = sig + step
+        bad = ~torch.isfinite(new) | (new < lo) | (new > hi) | (left & (new <= sig) & ~done)
         new = torch.where(bad, 0.5 * (lo + hi), new)
-        lam = torch.where(converged, lam, new)
+        sig = torch.where(converged, sig, new)
 
-    lam_out = torch.where(interior, zeros, torch.where(hard, lam_h, lam))
+    sig_out = torch.where(hard, sig_h, sig)
+    lam_out = torch.where(interior, zeros, sig_out - ev1)
     lam_out = torch.where(zero_r, torch.clamp(-ev1, min=0.0), lam_out)
-    coef = -ghat / (ev + lam_out.unsqueeze(-1))
+    coef = -ghat / (sh + sig_out.unsqueeze(-1))
     coef = torch.where(interior.unsqueeze(-1), -ghat / torch.where(ev > 0, ev, torch.ones_like(ev)), coef)
     # hard case: put the rest of the radius on the ev_min eigenvector, sign decreasing g.d
     rest2 = (coef[..., 1:] ** 2).sum(-1)
