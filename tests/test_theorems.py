@@ -24,9 +24,18 @@ from teamattack.experiments.theorems import (
     row_abs_sums,
     solve_cw_relaxed,
     targeted_u2,
-    untargeted_bounds,
     unrolled,
+    untargeted_bounds,
 )
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: intra-op threads only add contention (10x slower on a shared 2-core machine)."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
 
 
 def _net(*weights, biases=None) -> nn.Sequential:
@@ -98,9 +107,9 @@ def test_unsupported_layers_are_refused():
 
 # ------------------------------------------------------------------------------------ convolutions
 @pytest.mark.parametrize("conv,shape", [
-    (dict(in_channels=2, out_channels=3, kernel_size=3, stride=2, padding=1), (2, 5, 5)),
-    (dict(in_channels=4, out_channels=4, kernel_size=3, padding=2, dilation=2, groups=2), (4, 6, 6)),
-    (dict(in_channels=1, out_channels=2, kernel_size=(2, 3), stride=(1, 2)), (1, 4, 7)),
+    ({"in_channels": 2, "out_channels": 3, "kernel_size": 3, "stride": 2, "padding": 1}, (2, 5, 5)),
+    ({"in_channels": 4, "out_channels": 4, "kernel_size": 3, "padding": 2, "dilation": 2, "groups": 2}, (4, 6, 6)),
+    ({"in_channels": 1, "out_channels": 2, "kernel_size": (2, 3), "stride": (1, 2)}, (1, 4, 7)),
 ])
 def test_conv_inf_norm_equals_brute_force_unrolled_matrix(conv, shape):
     torch.manual_seed(0)
@@ -128,7 +137,7 @@ def test_local_jacobian_matches_autograd():
                         nn.Flatten(), nn.Linear(2 * 2 * 2, 4)).double().eval()
     layers = decompose(net, (1, 5, 5))
     x = torch.rand(3, 1, 5, 5, dtype=torch.float64)
-    pres, norms, T = local_row_norms(layers, x)
+    _pres, norms, T = local_row_norms(layers, x)
     for i in range(3):
         J = torch.autograd.functional.jacobian(lambda v: net(v.reshape(1, 1, 5, 5)).flatten(), x[i].flatten())
         assert torch.allclose(T[i], J)

@@ -7,10 +7,10 @@
     result.x_adv, result.success, result.l2
 """
 from . import data, metrics, objectives, zoo
-from .attacks import FGSM, IFGSM, Attack
+from .attacks import CWL2, FGSM, IFGSM, TEAM, Attack, GaussNewton
 from .result import AttackResult, Counters
 from .validation import InputError
 
-__all__ = ["Attack", "AttackResult", "Counters", "FGSM", "IFGSM", "InputError", "data", "metrics",
-           "objectives", "zoo"]
+__all__ = ["Attack", "AttackResult", "CWL2", "Counters", "FGSM", "GaussNewton", "IFGSM", "InputError", "TEAM",
+           "data", "metrics", "objectives", "zoo"]
 __version__ = "0.1.0"

@@ -12,12 +12,14 @@ class Counters:
 
     `forwards` and `gradients` count per example (a batched forward pass of B examples counts B),
     as adv_lib does, so `per_example()` gives the usual "gradient evaluations per image".
+    `peak_memory_mb` is the peak extra memory of the call (teamattack.memory.PeakMemory).
     """
 
     forwards: int = 0
     gradients: int = 0
     hvps: int = 0
     seconds: float = 0.0
+    peak_memory_mb: float = 0.0
 
     def per_example(self, n: int) -> dict[str, float]:
         n = max(n, 1)
@@ -26,6 +28,7 @@ class Counters:
             "gradients": self.gradients / n,
             "hvps": self.hvps / n,
             "seconds": self.seconds / n,
+            "peak_memory_mb": self.peak_memory_mb,
         }
 
 

@@ -1,7 +1,8 @@
 """Attacks: each is a callable returning an AttackResult."""
 from .base import Attack
+from .cw import CWL2
 from .fgsm import FGSM, IFGSM
 from .gauss_newton import GaussNewton
 from .team import TEAM
 
-__all__ = ["Attack", "FGSM", "GaussNewton", "IFGSM", "TEAM"]
+__all__ = ["Attack", "CWL2", "FGSM", "GaussNewton", "IFGSM", "TEAM"]

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..counting import CountingModel
+from ..memory import PeakMemory
 from ..metrics import is_adversarial, l0, l2, linf
 from ..result import AttackResult, Counters
 from ..validation import InputError, check_inputs, check_model
@@ -45,17 +46,18 @@ class Attack(ABC):
             num_classes = self.model(x[:1]).shape[-1]
         check_inputs(x, y, target, num_classes)
         counting = CountingModel(self.model)
-        t0 = time.perf_counter()
-        raw, radius = self.run(counting, x.detach(), y, target)
-        if x.is_cuda:
-            torch.cuda.synchronize(x.device)
-        seconds = time.perf_counter() - t0
+        with PeakMemory(x.device) as mem:
+            t0 = time.perf_counter()
+            raw, radius = self.run(counting, x.detach(), y, target)
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
+            seconds = time.perf_counter() - t0
         raw = raw.detach()
         x_adv = raw.clamp(0.0, 1.0)
         success = is_adversarial(self.model, x_adv, y, target)
         if radius is None:
             radius = torch.full((x.shape[0],), float("nan"), device=x.device)
-        counters = Counters(counting.forwards, counting.gradients, counting.hvps, seconds)
+        counters = Counters(counting.forwards, counting.gradients, counting.hvps, seconds, mem.mb)
         return AttackResult(
             x_adv=x_adv, success=success, l0=l0(x, x_adv), l2=l2(x, x_adv), linf=linf(x, x_adv),
             raw=raw, radius=radius, counters=counters,

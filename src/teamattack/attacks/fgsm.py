@@ -6,7 +6,7 @@ of radius `radius` around x and to [0, 1] after every step.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

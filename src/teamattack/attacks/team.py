@@ -147,6 +147,16 @@ class TEAM(Attack):
         g = e.g.repeat_interleave(K, dim=0)
         mv = e.matvec_repeated(K)
         r = radii.reshape(-1).to(e.g.dtype)
+        if e.rank == 0 and self.norm != "l0":
+            # H = 0: closed forms. Linf: the FGSM vertex. L2: min g.d over ball and box is
+            # d = clip(-g / mu, lower, upper) for the mu that meets the radius, i.e. the exact
+            # ball-box projection of a far point along -g.
+            if self.norm == "linf":
+                d = sp.fgsm_vertex(g, torch.maximum(lower, -r[:, None]), torch.minimum(upper, r[:, None]))
+            else:
+                far = -g / g.norm(dim=1, keepdim=True).clamp_min(1e-30) * 1e6 * (n ** 0.5 + r[:, None])
+                d = sp.project_ball_box(far, r, lower, upper)
+            return d.reshape(B, K, n)
         if self.norm == "l2":
             P, g_hat, ev, W = e.small_eig()
             if "_Qfull" not in e.info:

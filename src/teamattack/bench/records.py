@@ -42,7 +42,7 @@ def example_arrays(x: torch.Tensor, result: AttackResult) -> Arrays:
         out[k] = _floats(d[k])
     c = result.counters
     out.update(forwards=int(c.forwards), gradients=int(c.gradients), hvps=int(c.hvps),
-               seconds=float(c.seconds), units=1)
+               seconds=float(c.seconds), peak_memory_mb=float(c.peak_memory_mb), units=1)
     return out
 
 
@@ -52,7 +52,9 @@ def concat(parts: Sequence[Arrays]) -> Arrays:
     for k in COUNTER_KEYS:
         out[k] = 0
     out["units"] = 0
+    out["peak_memory_mb"] = 0.0
     for p in parts:
+        out["peak_memory_mb"] = max(out["peak_memory_mb"], float(p.get("peak_memory_mb", 0.0)))
         out["success"] += list(p["success"])
         for k in DIST_KEYS:
             out[k] += list(p[k])
@@ -104,6 +106,7 @@ def record_from_arrays(
     rec["grad_evals_per_image"] = arr["gradients"] / div
     rec["hvps_per_image"] = arr["hvps"] / div
     rec["forwards_per_image"] = arr["forwards"] / div
+    rec["peak_memory_mb"] = float(arr.get("peak_memory_mb", 0.0))
     r = ratio_stats(arr[norm], succ, optimum) if norm in ("l0", "l2", "linf") else None
     if r is not None:
         rec["ratio_to_optimum"] = r
@@ -249,7 +252,7 @@ def markdown_table(runs: Sequence[dict], title: str | None = None) -> str:
     has_eps = any("eps" in r for r in runs)
     head = ["attack", "library", "case", "norm"] + (["eps"] if has_eps else []) + \
         ["n", "ASR", "L0 med/mean", "L2 med/mean", "Linf med/mean", "PSNR med/mean",
-         "s/img", "grads/img", "HVPs/img"] + (["ratio to opt. (med)"] if has_ratio else [])
+         "s/img", "grads/img", "HVPs/img", "peak MB"] + (["ratio to opt. (med)"] if has_ratio else [])
     lines = []
     if title:
         lines += [f"### {title}", ""]
@@ -261,7 +264,8 @@ def markdown_table(runs: Sequence[dict], title: str | None = None) -> str:
             row.append(_fmt(r.get("eps")))
         row += [str(r["n"]), f"{100 * r['asr']:.1f}%", _pair(r.get("l0")), _pair(r.get("l2")),
                 _pair(r.get("linf")), _pair(r.get("psnr")), _fmt(r.get("seconds_per_image"), 3),
-                _fmt(r.get("grad_evals_per_image"), 5), _fmt(r.get("hvps_per_image"), 5)]
+                _fmt(r.get("grad_evals_per_image"), 5), _fmt(r.get("hvps_per_image"), 5),
+                _fmt(r.get("peak_memory_mb"), 4)]
         if has_ratio:
             ro = r.get("ratio_to_optimum")
             row.append(_fmt(ro["median"], 5) + f" (n={ro['n']})" if ro and ro.get("median") is not None else "-")

@@ -16,7 +16,7 @@ Suites (SPEC 8, 10):
   l0             TEAM L0 (iterated) vs JSMA (targeted only: run as best-over-targets) and FMN-L0
   paper-table4   targeted TEAM L0 / L2 / Linf (paper mode) vs JSMA / C&W / FGSM with seed 001's settings
   paper-table5   untargeted TEAM T1 / T4 (paper mode, L2) vs DeepFool / M-DI2-FGSM / PGD (paper settings)
-  engine         the TEAM engine benchmark: filled in by `engine_suite()` (the lead's hook)
+  engine         the TEAM engine: each curvature source x mode (paper / iterated / min-norm), L2
 """
 from __future__ import annotations
 
@@ -189,23 +189,23 @@ def paper_table5() -> list[AttackSpec]:
 
 
 def engine_suite() -> list[AttackSpec]:
-    """The TEAM engine benchmark (reserved for the lead).
+    """The TEAM engine benchmark: every curvature source in each mode, untargeted L2.
 
-    Fill in here, e.g. `team_spec("team-exact", "l2", mode="min-norm", hessian="exact")`, ... ; or
-    define `engine_specs()` in teamattack.attacks.team returning {name: dict(norm=..., **TEAM kwargs)}
-    and it is used as is.
+    What the second-order term buys is measured, not assumed (SPEC 12): the same mode and
+    objective with hessian = none (first order), exact (low-rank on Table I nets, else dense),
+    krylov (20 Lanczos HVPs) and ggn, plus the softmax objective T4 where curvature matters most.
     """
-    try:
-        from ..attacks import team as team_mod
-    except Exception as e:  # noqa: BLE001
-        raise SuiteError(f"the engine suite needs teamattack.attacks.team ({e})") from None
-    hook = getattr(team_mod, "engine_specs", None)
-    if hook is None:
-        raise SuiteError("the engine suite is not filled in yet (bench/suites.py: engine_suite)")
     specs = []
-    for name, kw in hook().items():
-        kw = dict(kw)
-        specs.append(team_spec(name, kw.pop("norm", "l2"), **kw))
+    for mode, objective in (("paper", "T1"), ("paper", "T4"), ("iterated", "T1"), ("iterated", "T4"),
+                            ("min-norm", None)):
+        for hessian in ("none", "exact", "krylov", "ggn"):
+            if objective == "T1" and hessian == "ggn":
+                continue  # the GGN of a logit objective is zero: identical to none
+            kw = {"mode": mode, "hessian": hessian}
+            if objective:
+                kw["objective"] = objective
+            name = f"team-{mode}-{objective or 'margin'}-{hessian}"
+            specs.append(team_spec(name, "l2", **kw))
     return specs
 
 

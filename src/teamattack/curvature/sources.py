@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, hessian, vjp, vmap
+from torch.func import functional_call, grad, hessian, vmap
 
 from ..counting import CountingModel
 from ..objectives import Objective
@@ -59,27 +59,66 @@ def first_order(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=Non
     return Expansion(f.detach(), g.reshape(len(x), -1), kind="none")
 
 
-def exact_lowrank(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, other=None) -> Expansion:
+def batched_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """fn(x) (B, k) and its per-example input Jacobian (B, k, n): k backward passes, vectorised.
+
+    Uses autograd's batched gradients (examples are independent in eval mode, so the gradient of
+    output row j summed over the batch is every example's row j). torch.func's vjp + vmap gives
+    the same numbers but kept ~200 MB per call alive on CPU here.
+    """
+    B = x.shape[0]
+    with torch.enable_grad():
+        xr = x.detach().requires_grad_(True)
+        out = fn(xr)
+        k = out.shape[1]
+        eye = torch.eye(k, dtype=out.dtype, device=out.device).unsqueeze(1).expand(k, B, k)
+        (J,) = torch.autograd.grad(out, xr, eye, is_grads_batched=True)
+    return out.detach(), J.reshape(k, B, -1).permute(1, 0, 2).contiguous()
+
+
+def _activation_numel(module: nn.Module, x1: torch.Tensor) -> int:
+    """Number of activation elements one example creates in `module` (outputs of its leaves)."""
+    total = [0]
+
+    def hook(_m, _i, out):
+        if torch.is_tensor(out):
+            total[0] += out.numel()
+
+    leaves = [m for m in module.modules() if not list(m.children())] or [module]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad():
+            module(x1)
+    finally:
+        for h in handles:
+            h.remove()
+    return max(total[0], x1.numel())
+
+
+def exact_lowrank(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, other=None,
+                  memory_bytes: float = 1e9) -> Expansion:
     """Exact Hessian of a net whose layers below `smooth` are piecewise linear: H = A^T Ha A.
 
     A = d a / d x is the Jacobian of the smooth layer's input a = features(x) (exact within the
-    current linear region), Ha the Hessian of objective(head(smooth(a))) w.r.t. a.
+    current linear region), Ha the Hessian of objective(head(smooth(a))) w.r.t. a. A takes one
+    vectorised backward pass per row of a; examples are processed in chunks so that those passes'
+    activations stay within `memory_bytes`.
     """
     m = _raw(model)
     B = x.shape[0]
     t, o = _labels(y, target, other)
-    with torch.enable_grad():
-        a, vjp_fn = vjp(m.features, x.detach())
-        p = a.shape[1]
-        eye = torch.eye(p, dtype=a.dtype, device=a.device).unsqueeze(1).expand(p, B, p)
-        (A,) = vmap(vjp_fn)(eye)                                # (p, B, *x.shape[1:])
-    A = A.reshape(p, B, -1).permute(1, 0, 2)                    # (B, p, n)
+    with torch.no_grad():
+        p = m.features(x[:1]).shape[1]
+    per_example = 3 * 4 * p * (_activation_numel(m.features, x[:1]) + x[0].numel())
+    chunk = max(1, int(memory_bytes // per_example))
+    parts = [batched_jacobian(m.features, x[i:i + chunk]) for i in range(0, B, chunk)]
+    a = torch.cat([q[0] for q in parts])
+    A = torch.cat([q[1] for q in parts])                        # (B, p, n)
 
     def top(ai, yi, ti, oi):
         z = m.head(m.smooth(ai.unsqueeze(0)))
         return obj(z, yi[None], ti[None] if target is not None else None, oi[None] if other is not None else None)[0]
 
-    a = a.detach()
     ga = vmap(grad(top))(a, y, t, o)                            # (B, p)
     Ha = vmap(hessian(top))(a, y, t, o)                         # (B, p, p)
     with torch.no_grad():
@@ -123,15 +162,9 @@ def exact_dense(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=Non
 
 def logit_jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits z (B, m) and their input Jacobian J (B, m, n): m vectorised backward passes."""
-    m = _raw(model)
-    B = x.shape[0]
-    with torch.enable_grad():
-        z, vjp_fn = vjp(m, x.detach())
-        k = z.shape[1]
-        eye = torch.eye(k, dtype=z.dtype, device=z.device).unsqueeze(1).expand(k, B, k)
-        (J,) = vmap(vjp_fn)(eye)                                # (k, B, *shape)
-    _count(model, forwards=B, gradients=B * k)
-    return z.detach(), J.reshape(k, B, -1).permute(1, 0, 2)    # (B, k, n)
+    z, J = batched_jacobian(_raw(model), x)
+    _count(model, forwards=x.shape[0], gradients=x.shape[0] * z.shape[1])
+    return z, J
 
 
 def gauss_newton(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, other=None) -> Expansion:
@@ -231,7 +264,7 @@ def expand(model: nn.Module, obj: Objective, x: torch.Tensor, y: torch.Tensor,
         return first_order(model, obj, x, y, target, other)
     if source == "exact":
         if has_smooth_top(model):
-            return exact_lowrank(model, obj, x, y, target, other)
+            return exact_lowrank(model, obj, x, y, target, other, memory_bytes / 2)
         return exact_dense(model, obj, x, y, target, other, memory_bytes)
     if source == "krylov":
         return krylov(model, obj, x, y, target, other, k)

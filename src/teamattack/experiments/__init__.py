@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -94,4 +94,4 @@ def run(name: str, ctx: Context | None = None) -> dict:
     return get(name).func(ctx or Context())
 
 
-__all__ = ["Context", "Experiment", "MODULES", "REGISTRY", "get", "load_all", "register", "run"]
+__all__ = ["MODULES", "REGISTRY", "Context", "Experiment", "get", "load_all", "register", "run"]

@@ -1,7 +1,7 @@
 """Helpers shared by the experiments: models, batching, FGSM sweeps."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn

@@ -20,7 +20,15 @@ from .. import data
 from ..attacks.cw import CWL2
 from ..attacks.fgsm import FGSM, IFGSM
 from . import Context, register
-from .common import batch_size_for, chunks, fgsm_at, fgsm_direction, predict, probabilities, zoo_model
+from .common import (
+    batch_size_for,
+    chunks,
+    fgsm_at,
+    fgsm_direction,
+    predict,
+    probabilities,
+    zoo_model,
+)
 from .plotting import grouped_bars, image_grid, line_panels
 
 MODEL = "cifar10-resnet56"
@@ -28,7 +36,7 @@ CAT, DOG = 3, 5
 ALPHA = 0.1                      # IFGSM clip radius of the paper (Figs 1-3)
 FIG2_EPS = [round(0.005 * i, 4) for i in range(21)]           # 0 .. 0.1
 FIG3_EPS = [0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.015, 0.02, 0.05, 0.1]
-CW_PAPER = dict(c=10.0, kappa=0.0, steps=10, lr=0.01)
+CW_PAPER = {"c": 10.0, "kappa": 0.0, "steps": 10, "lr": 0.01}
 
 
 def _setup(ctx: Context):
@@ -55,7 +63,7 @@ def _per_image(counters: dict, n: int) -> dict:
 @register("math-fig2", "seed 004 Fig 2: ResNet56 accuracy under FGSM vs eps in [0, 0.1] (a) and under "
           "IFGSM (step 0.02, alpha 0.1) vs iterations 1..20 (b)", default_n=100)
 def fig2(ctx: Context) -> dict:
-    model, x_all, y_all = _setup(ctx)
+    model, _x_all, y_all = _setup(ctx)
     n = min(ctx.n_or(100), len(y_all))
     x, y = data.load("cifar10", "test", n=n, seed=ctx.seed, root=ctx.data_root)
     ctx.log(f"math-fig2: ResNet56, {n} CIFAR-10 test images (seeded choice among the {len(y_all)} available)")
@@ -83,10 +91,10 @@ def fig2(ctx: Context) -> dict:
     seconds = time.perf_counter() - t0
     acc_a, acc_b = (correct_a / n).tolist(), (correct_b / n).tolist()
     png = line_panels(ctx.png("math_fig2.png"), [
-        dict(x=FIG2_EPS, y=acc_a, xlabel="attack strength eps", ylabel="accuracy",
-             title="(a) FGSM, one step", ylim=(0, 1)),
-        dict(x=list(range(iters + 1)), y=acc_b, xlabel="iterations", ylabel="accuracy",
-             title=f"(b) IFGSM, eps = {step_b}, alpha = {ALPHA}", ylim=(0, 1)),
+        {"x": FIG2_EPS, "y": acc_a, "xlabel": "attack strength eps", "ylabel": "accuracy",
+             "title": "(a) FGSM, one step", "ylim": (0, 1)},
+        {"x": list(range(iters + 1)), "y": acc_b, "xlabel": "iterations", "ylabel": "accuracy",
+             "title": f"(b) IFGSM, eps = {step_b}, alpha = {ALPHA}", "ylim": (0, 1)},
     ], suptitle=f"ResNet56, {n} of the first 1017 CIFAR-10 test images")
     out = {
         "model": MODEL, "n_images": n, "clean_accuracy": acc_a[0],
@@ -141,10 +149,10 @@ def fig3(ctx: Context) -> dict:
     rate_a, rate_b = (success_a / n).tolist(), (success_b / n).tolist()
     peak = int(np.argmax(rate_a))
     png = line_panels(ctx.png("math_fig3.png"), [
-        dict(x=FIG3_EPS, y=rate_a, xlabel="attack strength eps (step size)", ylabel="success rate (cat -> dog)",
-             title=f"(a) targeted IFGSM, {iters_a} iterations, alpha {ALPHA}", ylim=(0, 1)),
-        dict(x=list(range(iters_b + 1)), y=rate_b, xlabel="iterations", ylabel="success rate (cat -> dog)",
-             title=f"(b) targeted IFGSM, eps {step_b}, alpha {ALPHA}", ylim=(0, 1)),
+        {"x": FIG3_EPS, "y": rate_a, "xlabel": "attack strength eps (step size)", "ylabel": "success rate (cat -> dog)",
+             "title": f"(a) targeted IFGSM, {iters_a} iterations, alpha {ALPHA}", "ylim": (0, 1)},
+        {"x": list(range(iters_b + 1)), "y": rate_b, "xlabel": "iterations", "ylabel": "success rate (cat -> dog)",
+             "title": f"(b) targeted IFGSM, eps {step_b}, alpha {ALPHA}", "ylim": (0, 1)},
     ], suptitle=f"ResNet56, {n} CIFAR-10 cat test images -> dog")
     out = {
         "model": MODEL, "n_images": n, "image_indices": idx.tolist(),
@@ -158,7 +166,7 @@ def fig3(ctx: Context) -> dict:
                     "monotone_nondecreasing": bool(np.all(np.diff(rate_b) >= 0))},
         "gradients_per_image": grads / n, "seconds": seconds, "png": str(png),
     }
-    ctx.log(f"  success vs eps (10 it.): " + ", ".join(f"{e:g}:{r:.2f}" for e, r in zip(FIG3_EPS, rate_a))
+    ctx.log("  success vs eps (10 it.): " + ", ".join(f"{e:g}:{r:.2f}" for e, r in zip(FIG3_EPS, rate_a))
             + f"; peak at eps {FIG3_EPS[peak]:g}")
     ctx.log(f"  success vs iterations (eps 0.02): 1 it. {rate_b[1]:.2f}, 5 it. {rate_b[5]:.2f}, "
             f"10 it. {rate_b[10]:.2f}, 20 it. {rate_b[20]:.2f}")

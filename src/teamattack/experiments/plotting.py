@@ -1,8 +1,8 @@
 """Matplotlib helpers (Agg backend, imported lazily so the CLI starts fast)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def _plt():

@@ -1,0 +1,58 @@
+"""Peak memory of a block of work: device memory on CUDA, sampled resident memory on CPU."""
+from __future__ import annotations
+
+import os
+import threading
+
+import torch
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except OSError:  # not Linux: no sampling
+        return 0
+
+
+class PeakMemory:
+    """`with PeakMemory(device) as pm: ...; pm.mb` = peak extra memory in MiB during the block.
+
+    CUDA: torch.cuda.max_memory_allocated above the start. CPU: the process's resident set sampled
+    every `interval` seconds, above the start (other threads' allocations count too).
+    """
+
+    def __init__(self, device: torch.device | str, interval: float = 0.005) -> None:
+        self.device = torch.device(device)
+        self.interval = interval
+        self.mb = 0.0
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        self._start = _rss_bytes()
+        self._peak = self._start
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(self.interval):
+                self._peak = max(self._peak, _rss_bytes())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            peak = max(self._peak, _rss_bytes())
+        self.mb = max(peak - self._start, 0) / 2**20
