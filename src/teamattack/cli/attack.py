@@ -87,7 +87,7 @@ def run(args) -> int:
     case = args.case if args.targeted else "untargeted"
     runs = [r for r in result["runs"] if r.get("case") == case] or result["runs"]
     meta = {"dataset": args.dataset, "model": args.model, "seed": args.seed, "command": command_line(),
-            "n": len(idx), "images": idx}
+            "suite": f"attack {spec.name}", "n": len(idx), "images": idx}
     doc = harness.bench_document(meta, {**result, "runs": runs})
     print(harness.render(doc))
     if args.json:
