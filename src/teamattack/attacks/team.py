@@ -320,27 +320,19 @@ class TEAM(Attack):
     def _project(self, model, e: Expansion, x, y, target, best, best_r) -> None:
         """Min-norm candidates: minimise ||d|| s.t. the quadratic model of the margin <= 0.
 
-        e is the margin expansion at the current centre, re-centred on x, so its solution d* is the
-        model's closest boundary point to x (exact dual: one quadratic constraint). Since a fixed
-        point of "project, re-expand" can oscillate, the candidates also turn the best direction so
-        far toward d*: directions u = a d*/|d*| + (1 - a) b/|b| (b the best perturbation), each
-        scaled to where the model's linear part crosses the boundary along u, times (1 + overshoot).
-        All are judged by the network in one batched pass; the closest adversarial one is kept.
+        e is the margin expansion at the current centre, re-centred on x, so the solution is the
+        model's closest boundary point to x (exact dual: one quadratic constraint). Candidates at
+        (1 + overshoot) of it and halfway from the best point toward it, judged by the network.
         """
         B = x.shape[0]
         xf = _flat(x)
         P, g_hat, ev, W = e.small_eig()
         Qfull = e.info.setdefault("_Qfull", W if P is None else torch.bmm(P, W))
         d = sp.min_norm_eig(g_hat, ev, Qfull, e.f)
-        unit = lambda v: v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        bdir = unit(_flat(best) - xf)
+        target_pt = xf + (1 + self.overshoot) * d
+        bf = _flat(best)
         has = torch.isfinite(best_r)[:, None]
-        cands = [xf + (1 + self.overshoot) * d]
-        for a in (0.5, 0.25, 0.1):
-            u = unit(a * unit(d) + (1 - a) * bdir)
-            slope = (e.g * u).sum(1, keepdim=True)
-            t = torch.where(slope < 0, -e.f[:, None] / slope.clamp(max=-1e-12), torch.zeros_like(slope))
-            cands.append(torch.where(has, xf + (1 + self.overshoot) * t * u, cands[0]))
+        cands = [target_pt, torch.where(has, 0.5 * (bf + target_pt), target_pt)]
         K = len(cands)
         stack = torch.stack(cands, 1).clamp(0, 1)
         rep = lambda t: None if t is None else t.repeat_interleave(K)
