@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -13,8 +14,6 @@ from torch import nn
 
 from teamattack import data
 from teamattack.data import readers
-
-import os
 
 SHARED = Path(os.environ.get("TEAMATTACK_DATA") or Path(__file__).resolve().parents[2] / "shared" / "datasets")
 HAS_MNIST = (SHARED / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").is_file() or (

@@ -11,6 +11,19 @@ from .attacks import CWL2, FGSM, IFGSM, TEAM, Attack, GaussNewton
 from .result import AttackResult, Counters
 from .validation import InputError
 
-__all__ = ["Attack", "AttackResult", "CWL2", "Counters", "FGSM", "GaussNewton", "IFGSM", "InputError", "TEAM",
-           "data", "metrics", "objectives", "zoo"]
+__all__ = [
+           "CWL2",
+           "FGSM",
+           "IFGSM",
+           "TEAM",
+           "Attack",
+           "AttackResult",
+           "Counters",
+           "GaussNewton",
+           "InputError",
+           "data",
+           "metrics",
+           "objectives",
+           "zoo",
+]
 __version__ = "0.1.0"

@@ -5,4 +5,4 @@ from .fgsm import FGSM, IFGSM
 from .gauss_newton import GaussNewton
 from .team import TEAM
 
-__all__ = ["Attack", "CWL2", "FGSM", "GaussNewton", "IFGSM", "TEAM"]
+__all__ = ["CWL2", "FGSM", "IFGSM", "TEAM", "Attack", "GaussNewton"]

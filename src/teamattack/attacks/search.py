@@ -12,8 +12,8 @@ Success need not be monotone in C: both return the smallest radius at which succ
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -26,7 +26,6 @@ from .. import subproblems as sp
 from ..counting import CountingModel
 from ..curvature import Expansion, choose, expand
 from ..objectives import Objective, get_objective
-from ..validation import InputError
 from .base import Attack
 from .search import bracket_and_refine, paper_schedule
 

@@ -1,6 +1,6 @@
 """`teamattack demo`: the main job on the embedded digits data (no files needed).
 
-Loads the committed digits model (or trains one in seconds if the weights are missing), attacks
+Loads the digits model shipped with the package (teamattack train --arch digits-cnn makes it), attacks
 100 correctly classified test digits with FGSM and TEAM (L2 minimum-norm, L2 / Linf / L0
 iterated, L2 paper mode), prints the table and writes a PNG grid of originals and adversarials.
 """
@@ -34,17 +34,6 @@ def attacks(model):
     ]
 
 
-def _digits_model(dev):
-    from .. import zoo
-
-    try:
-        return zoo.load("digits-cnn").to(dev).eval()
-    except FileNotFoundError:
-        print("digits-cnn weights missing: training one (a few seconds)", file=sys.stderr)
-        from ..zoo.train import train_model  # noqa: F401  (raises clearly if training is unavailable)
-        raise
-
-
 def save_grid(path: str, x, rows: list[tuple[str, object]], k: int = 10) -> None:
     import matplotlib
 
@@ -69,13 +58,13 @@ def run(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from .. import data
+    from .. import data, zoo
     from ..bench import records
     from ..bench.harness import select_images
 
     torch.manual_seed(args.seed)
     dev = device(args.device)
-    model = _digits_model(dev)
+    model = zoo.load("digits-cnn").to(dev).eval()  # weights ship with the package
     x_all, y_all = data.load("digits", "test")
     x, y, idx = select_images(model, x_all.to(dev), y_all.to(dev), args.n, args.seed)
     runs, rows = [], []

@@ -2,4 +2,4 @@
 from .expansion import Expansion
 from .sources import SOURCES, choose, curvature_is_zero, expand, has_smooth_top, hvp_operator
 
-__all__ = ["Expansion", "SOURCES", "choose", "curvature_is_zero", "expand", "has_smooth_top", "hvp_operator"]
+__all__ = ["SOURCES", "Expansion", "choose", "curvature_is_zero", "expand", "has_smooth_top", "hvp_operator"]

@@ -88,13 +88,13 @@ class Expansion:
             return self.g.new_zeros(B, n, n)
         return self.Q @ self.Hs @ self.Q.transpose(1, 2)
 
-    def select(self, idx: torch.Tensor) -> "Expansion":
+    def select(self, idx: torch.Tensor) -> Expansion:
         """The expansion of a subset of the batch."""
         pick = lambda t: None if t is None else t[idx]
         return Expansion(self.f[idx], self.g[idx], pick(self.H), pick(self.Q), pick(self.Hs), self.kind,
                          {k: v for k, v in self.info.items() if not k.startswith("_")})
 
-    def recentred(self, delta: torch.Tensor) -> "Expansion":
+    def recentred(self, delta: torch.Tensor) -> Expansion:
         """The same quadratic written around a point shifted by -delta.
 
         If this expansion was taken at x_b = x + delta, the returned one is the model as a function

@@ -17,7 +17,7 @@ almost everywhere, so logit objectives (T1-T3, margin) are first-order there; so
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -169,7 +169,6 @@ def logit_jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tor
 
 def gauss_newton(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, other=None) -> Expansion:
     """Generalised Gauss-Newton J^T (d2 f / dZ2) J with J = dZ/dx (rank <= number of classes)."""
-    B = x.shape[0]
     t, o = _labels(y, target, other)
     z, J = logit_jacobian(model, x)
     k = z.shape[1]

@@ -23,6 +23,21 @@ from .architectures import (
 )
 from .registry import WEIGHTS_DIR, card_path, load, names, read_card, resolve, save
 
-__all__ = ["ARCHITECTURES", "CIFAR_MEAN", "CIFAR_STD", "CifarResNet", "Normalize", "SplitNet",
-           "WEIGHTS_DIR", "build", "card_path", "dataset_of", "has_split", "load", "names",
-           "read_card", "resolve", "save"]
+__all__ = [
+    "ARCHITECTURES",
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "WEIGHTS_DIR",
+    "CifarResNet",
+    "Normalize",
+    "SplitNet",
+    "build",
+    "card_path",
+    "dataset_of",
+    "has_split",
+    "load",
+    "names",
+    "read_card",
+    "resolve",
+    "save",
+]

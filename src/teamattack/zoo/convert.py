@@ -29,7 +29,7 @@ UPSTREAM = "akamaster/pytorch_resnet_cifar10@d5489e8995e81e91ce6b1d69dcc98ad579b
 def resnet56_state_dict(src: str | Path) -> dict[str, torch.Tensor]:
     ckpt = torch.load(str(src), map_location="cpu", weights_only=True)
     sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
+    return {(k.removeprefix("module.")): v for k, v in sd.items()}
 
 
 def convert_resnet56(src: str | Path, out: str | Path, root: str | Path | None = None,
@@ -60,7 +60,7 @@ def convert_resnet56(src: str | Path, out: str | Path, root: str | Path | None =
         "command": command,
         "conversion_time_s": round(time.time() - t0, 1),
         "torch_version": torch.__version__,
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     save(model, out, card)
     return card

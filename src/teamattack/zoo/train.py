@@ -81,7 +81,7 @@ def _make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float)
 
 
 def _ckpt_paths(out: Path) -> tuple[Path, Path]:
-    stem = out.name[: -len(".safetensors")] if out.name.endswith(".safetensors") else out.name
+    stem = out.name.removesuffix(".safetensors")
     return out.with_name(stem + ".ckpt.safetensors"), out.with_name(stem + ".ckpt.json")
 
 
@@ -260,7 +260,7 @@ def train(
         "training_time_s": round(elapsed, 1),
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "history": history,
     }
     save(model, out, card)
