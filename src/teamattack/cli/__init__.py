@@ -23,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..memory import limit_fragmentation
+
     args = build_parser().parse_args(argv)
+    limit_fragmentation()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -27,6 +27,15 @@ class Expansion:
     kind: str = "none"
     info: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # The sources differentiate through the model, whose parameters require grad: without this
+        # every tensor derived from the expansion would keep that autograd graph (and its memory)
+        # alive for the rest of the attack.
+        for name in ("f", "g", "H", "Q", "Hs"):
+            t = getattr(self, name)
+            if t is not None and t.requires_grad:
+                setattr(self, name, t.detach())
+
     @property
     def n(self) -> int:
         return self.g.shape[1]
