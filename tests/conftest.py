@@ -5,3 +5,31 @@ import torch
 
 torch.set_num_threads(1)
 os.environ.setdefault("TEAMATTACK_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets"))
+
+
+def train_digits_mlp(hidden: tuple[int, ...], steps: int):
+    """A small ReLU MLP trained briefly (full-batch Adam) on sklearn's bundled 8x8 digits.
+
+    Returns (model in eval mode with frozen parameters, held-out x (N,1,8,8), y).
+    """
+    from sklearn.datasets import load_digits
+    from torch import nn
+
+    d = load_digits()
+    x = torch.tensor(d.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    y = torch.tensor(d.target, dtype=torch.int64)
+    torch.manual_seed(0)
+    layers, width = [nn.Flatten()], 64
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    model = nn.Sequential(*layers, nn.Linear(width, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[:1000]), y[:1000]).backward()
+        opt.step()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, x[1500:], y[1500:]

@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+from conftest import train_digits_mlp
 import torch
 from torch import nn
 
@@ -20,27 +21,7 @@ from teamattack.result import AttackResult, Counters
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def digits():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
-    y = torch.tensor(d.target, dtype=torch.int64)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only fight over the shared cores
-    try:
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
-        opt = torch.optim.Adam(model.parameters(), lr=0.05)
-        for _ in range(60):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[:1000]), y[:1000]).backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, x[1500:], y[1500:]
+    return train_digits_mlp((16,), steps=60)
 
 
 def _strip_timings(obj):  # wall time and peak memory vary between runs

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import train_digits_mlp
 import scipy.optimize as so
 import torch
 from torch import nn
@@ -115,27 +116,8 @@ def test_affine_model_optima_are_verified_and_consistent():
 @pytest.fixture(scope="module")
 def tiny_mlp():
     """A 64-8-8-10 ReLU MLP trained briefly on sklearn's 8x8 digits."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
-    y = torch.tensor(d.target, dtype=torch.int64)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 10))
-        opt = torch.optim.Adam(model.parameters(), lr=0.05)
-        for _ in range(80):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[:1000]), y[:1000]).backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    xs, ys, _ = harness.select_images(model, x[1500:], y[1500:], 6, seed=0)
+    model, x, y = train_digits_mlp((8, 8), steps=80)
+    xs, ys, _ = harness.select_images(model, x, y, 6, seed=0)
     return model, xs, ys
 
 
