@@ -5,9 +5,8 @@ import json
 import math
 
 import pytest
-from conftest import train_digits_mlp
 import torch
-from torch import nn
+from conftest import train_digits_mlp
 
 from teamattack.attacks import FGSM, IFGSM
 from teamattack.bench import harness

@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 import pytest
-from conftest import train_digits_mlp
 import scipy.optimize as so
 import torch
+from conftest import train_digits_mlp
 from torch import nn
 
 from teamattack.attacks import FGSM
