@@ -127,7 +127,7 @@ class TEAM(Attack):
         if self.hessian != "auto":
             return self.hessian
         if self.hessian_used is None:
-            src, why = choose(model, obj, x, y, target)
+            src, why = choose(model, obj, x, y, target, mode=self.mode)
             self.hessian_used = src
             log.info("TEAM hessian='auto' picked %r: %s", src, why)
         return self.hessian_used
