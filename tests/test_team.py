@@ -142,3 +142,15 @@ def test_bad_inputs_raise_clear_errors(digits):
         model.eval()
     with pytest.raises(ValueError, match="norm"):
         TEAM(model, norm="l3")
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.15), ("l2", 0.8)])
+def test_fixed_budget_stays_inside_and_iterating_helps(digits, norm, eps):
+    model, x, y = digits
+    one_shot = TEAM(model, norm=norm, mode="paper", hessian="none", eps=eps)(x, y)
+    iterated = TEAM(model, norm=norm, mode="iterated", eps=eps)(x, y)
+    for res in (one_shot, iterated):
+        dist = res.linf if norm == "linf" else res.l2
+        assert bool((dist <= eps + 1e-5).all())
+        assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
+    assert iterated.asr >= one_shot.asr

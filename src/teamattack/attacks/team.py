@@ -7,8 +7,11 @@ TRUE network. Three modes:
 
 - "paper":    one expansion at x; the smallest budget C whose subproblem solution fools the
               network (the papers' algorithm; `search="paper"` is their C schedule).
-- "iterated": a trust-region method: re-expand at the current point, accept steps by the ratio of
-              actual to predicted decrease; for a fixed `eps` or inside a bisection over C.
+- "iterated": (default) the paper's step first, then re-expansion: examples already adversarial
+              are re-expanded at the boundary point toward x and searched below their best
+              budget; the others take a trust-region step from the current point (the first
+              success or the lowest TRUE objective wins). With `eps`: trust-region iterations
+              inside the fixed budget, steps accepted by the ratio of actual to predicted decrease.
 - "min-norm": (L2) minimise ||d|| subject to the quadratic model of the decision margin <= 0
               (one quadratic constraint, exact dual), iterate it to reach the boundary, then walk
               along the boundary toward x (boundary bisection, re-expansion, projection), judged
@@ -22,6 +25,7 @@ import math
 import torch
 from torch import nn
 
+from .. import metrics
 from .. import subproblems as sp
 from ..counting import CountingModel
 from ..curvature import Expansion, choose, expand
@@ -249,7 +253,6 @@ class TEAM(Attack):
 
     def _distance(self, cand: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Distance in the attack's norm (L0: pixel positions), float64 (B,)."""
-        from .. import metrics
         fn = {"l2": metrics.l2, "linf": metrics.linf, "l0": metrics.l0}[self.norm]
         return fn(x, cand).double()
 
