@@ -30,12 +30,7 @@ def line_panels(path: Path, panels: Sequence[dict], suptitle: str | None = None)
             ax.set_ylim(*p["ylim"])
         if p.get("ys"):
             ax.legend(fontsize=8)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(fig, path, suptitle)
 
 
 def grouped_bars(path: Path, labels: Sequence[str], groups: dict[str, Sequence[float]],
@@ -103,6 +98,13 @@ def histograms(path: Path, panels: Sequence[dict], suptitle: str | None = None) 
                 ax.set_xlabel(p["xlabel"])
         ax.set_title(p.get("title", ""), fontsize=9)
         ax.grid(alpha=0.3)
+    return _finish(fig, path, suptitle)
+
+
+def _finish(fig, path, suptitle: str | None = None):
+    """Title, layout, save at 120 dpi, close; returns the path."""
+    plt = _plt()
+
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
