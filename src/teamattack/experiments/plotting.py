@@ -73,12 +73,7 @@ def image_grid(path: Path, images, row_labels: Sequence[str], titles, suptitle: 
             ax.set_title(titles[r][c], fontsize=7)
             if c == 0:
                 ax.set_ylabel(row_labels[r], fontsize=8)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(fig, path, suptitle, fontsize=9)
 
 
 def histograms(path: Path, panels: Sequence[dict], suptitle: str | None = None) -> Path:
@@ -101,12 +96,11 @@ def histograms(path: Path, panels: Sequence[dict], suptitle: str | None = None) 
     return _finish(fig, path, suptitle)
 
 
-def _finish(fig, path, suptitle: str | None = None):
+def _finish(fig, path, suptitle: str | None = None, fontsize: int = 10):
     """Title, layout, save at 120 dpi, close; returns the path."""
     plt = _plt()
-
     if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
+        fig.suptitle(suptitle, fontsize=fontsize)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
