@@ -616,3 +616,66 @@ def test_input_errors():
         sp.trust_region(g, lambda v: v, 1.0)
     with pytest.raises(ValueError):
         sp.trust_region(torch.randn(3), torch.zeros(3, 3), 1.0)
+
+
+# ------------------------------------------------------------------ min-norm step with the box
+def _slsqp_min_norm_box(g, c, lo, hi):
+    cons = [{"type": "ineq", "fun": lambda v: -(c + g @ v), "jac": lambda v: -g}]
+    r = minimize(lambda v: v @ v, np.clip(-g, lo, hi), jac=lambda v: 2 * v, constraints=cons,
+                 bounds=list(zip(lo, hi)), method="SLSQP", options=dict(ftol=1e-15, maxiter=1000))
+    return r.x if r.success and c + g @ r.x <= 1e-9 else None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_min_norm_box_vs_brute_force(seed):
+    """The sorted-breakpoint solution is the global optimum of the convex problem (SLSQP agrees)."""
+    gen = torch.Generator().manual_seed(seed)
+    B, n = 40, 7
+    g = torch.randn(B, n, generator=gen, dtype=DT)
+    x = torch.rand(B, n, generator=gen, dtype=DT)
+    x[x < 0.25] = 0.0                      # pixels at the bounds, as in MNIST
+    x[x > 0.9] = 1.0
+    c = 1.5 * torch.rand(B, generator=gen, dtype=DT) - 0.2
+    d, feasible = sp.min_norm_box(g, c, -x, 1 - x)
+    assert bool(((d >= -x - 1e-12) & (d <= 1 - x + 1e-12)).all())
+    checked = 0
+    for b in range(B):
+        if not feasible[b]:
+            vertex = torch.where(g[b] > 0, -x[b], 1 - x[b])
+            assert float(c[b] + g[b] @ vertex) > 0
+            continue
+        assert float(c[b] + g[b] @ d[b]) <= 1e-10
+        ref = _slsqp_min_norm_box(g[b].numpy(), float(c[b]), (-x[b]).numpy(), (1 - x[b]).numpy())
+        if ref is not None:
+            assert float(d[b].norm()) <= np.linalg.norm(ref) + 1e-7
+            checked += 1
+    assert checked >= B // 2
+
+
+def test_min_norm_box_without_active_bounds_is_deepfool():
+    g = torch.randn(5, 9, dtype=DT)
+    c = torch.rand(5, dtype=DT)
+    d, feasible = sp.min_norm_box(g, c, -1e9, 1e9)
+    torch.testing.assert_close(d, -(c / (g * g).sum(1))[:, None] * g)
+    assert bool(feasible.all())
+    d0, _ = sp.min_norm_box(g, -c, -1.0, 1.0)          # already satisfied: no move
+    assert bool((d0 == 0).all())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 12), st.integers(0, 10_000), st.floats(0.0, 3.0))
+def test_min_norm_box_kkt(n, seed, c_val):
+    """KKT: d = clip(-mu g, lo, hi) with mu >= 0 and the constraint active when it binds."""
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(1, n, generator=gen, dtype=DT)
+    x = torch.rand(1, n, generator=gen, dtype=DT)
+    d, feasible = sp.min_norm_box(g, c_val, -x, 1 - x)
+    if not bool(feasible) or c_val == 0.0:
+        return
+    value = c_val + float(g[0] @ d[0])
+    assert abs(value) <= 1e-9 * (1 + c_val)              # active at the optimum
+    free = (d[0] > -x[0] + 1e-12) & (d[0] < 1 - x[0] - 1e-12) & (g[0].abs() > 1e-12)
+    if bool(free.any()):
+        mu = -d[0][free] / g[0][free]
+        assert float(mu.min()) >= -1e-12
+        assert float(mu.max() - mu.min()) <= 1e-8 * (1 + float(mu.abs().max()))

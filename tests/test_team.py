@@ -154,3 +154,27 @@ def test_fixed_budget_stays_inside_and_iterating_helps(digits, norm, eps):
         assert bool((dist <= eps + 1e-5).all())
         assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
     assert iterated.asr >= one_shot.asr
+
+
+def test_min_norm_walk_reaches_the_exact_optimum_with_an_active_box():
+    """Two-class linear model: the minimal L2 adversarial point under the [0, 1] box is the
+    box-constrained projection onto the decision hyperplane (subproblems.min_norm_box, exact);
+    many pixels sit at 0 so the box is active. The walk must reach it and count its gradients."""
+    from teamattack.subproblems import min_norm_box
+
+    model = _linear(n=32, m=2, seed=5, scale=2.0)
+    gen = torch.Generator().manual_seed(6)
+    x = torch.rand(10, 32, generator=gen, dtype=torch.float64)
+    x[x < 0.5] = 0.0
+    with torch.no_grad():
+        y = model(x).argmax(1)
+        W, b = model[1].weight, model[1].bias
+        w = W[y] - W[1 - y]                                   # margin Z_y - Z_other = w.x + b_y - b_o
+        m = (w * x).sum(1) + b[y] - b[1 - y]
+    d_opt, feasible = min_norm_box(w, m, -x, 1 - x)
+    assert bool(feasible.all())
+    res = TEAM(model, norm="l2", mode="min-norm", hessian="none", steps=30)(x, y)
+    assert bool(res.success.all())
+    assert bool((res.l2.double() >= d_opt.norm(dim=1) * (1 - 1e-6)).all()), "below the proven optimum"
+    torch.testing.assert_close(res.l2.double(), d_opt.norm(dim=1), rtol=2e-3, atol=0)
+    assert res.counters.gradients == 10 * 1 * 30                # one start (two classes) x 30 steps

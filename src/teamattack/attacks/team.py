@@ -12,10 +12,11 @@ TRUE network. Three modes:
               budget; the others take a trust-region step from the current point (the first
               success or the lowest TRUE objective wins). With `eps`: trust-region iterations
               inside the fixed budget, steps accepted by the ratio of actual to predicted decrease.
-- "min-norm": (L2) minimise ||d|| subject to the quadratic model of the decision margin <= 0
-              (one quadratic constraint, exact dual), iterate it to reach the boundary, then walk
-              along the boundary toward x (boundary bisection, re-expansion, projection), judged
-              by the true network at every step.
+- "min-norm": (L2) a damped walk along the decision boundary toward x: at every step the
+              minimum-norm subproblems of the margin's model (its boundary point closest to the
+              current point and the one closest to x, with the box; exact dual), a step between
+              them, and the true network's verdict; several starts toward the strongest other
+              classes (see teamattack.attacks.boundary_walk).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from ..counting import CountingModel
 from ..curvature import Expansion, choose, expand
 from ..objectives import Objective, get_objective
 from .base import Attack
+from .boundary_walk import boundary_walk
 from .search import bracket_and_refine, paper_schedule
 
 log = logging.getLogger(__name__)
@@ -72,9 +74,12 @@ class TEAM(Attack):
         max_radius: largest budget the search tries (default: 10 for L2, 0.5 for Linf, all
             pixels for L0).
         krylov_k: Lanczos steps (Hessian-vector products) for hessian="krylov".
-        steps: expansions per run in the iterated and min-norm modes.
+        steps: expansions per run: iterated mode (default 10); min-norm mode, per start (default 50).
+        starts: min-norm mode, untargeted: walks per image, toward the strongest other classes at
+            x (default 2: with 50 steps, 100 gradients per image; targeted: one walk).
         per_pass: radii checked in one batched forward pass; rounds: refinement rounds.
-        overshoot: relative step beyond the model's boundary in min-norm mode.
+        overshoot: min-norm mode: initial aim beyond the model's boundary (relative, adapted per
+            example as the walk goes).
         box_iters: iterations of the box-constrained subproblem solvers.
         max_batch: examples processed together; larger batches are split, which bounds the memory
             of the curvature and the box solvers (64 MNIST images in min-norm mode with the exact
@@ -95,12 +100,13 @@ class TEAM(Attack):
         eps: float | None = None,
         max_radius: float | None = None,
         krylov_k: int = 20,
-        steps: int = 10,
+        steps: int | None = None,
+        starts: int = 2,
         per_pass: int = 8,
         rounds: int = 3,
         overshoot: float = 0.02,
         box_iters: int = 30,
-        max_batch: int = 32,
+        max_batch: int = 128,
     ) -> None:
         super().__init__(model, targeted)
         if norm not in NORMS:
@@ -120,7 +126,9 @@ class TEAM(Attack):
                              f" but targeted={targeted}")
         self.norm, self.mode, self.search, self.hessian = norm, mode, search, hessian
         self.eps, self.max_radius, self.krylov_k = eps, max_radius, krylov_k
-        self.steps, self.per_pass, self.rounds = steps, per_pass, rounds
+        self.steps = int(steps if steps is not None else (50 if mode == "min-norm" else 10))
+        self.starts = max(1, int(starts))
+        self.per_pass, self.rounds = per_pass, rounds
         self.overshoot, self.box_iters = overshoot, box_iters
         self.max_batch = max(1, int(max_batch))
         self.hessian_used: str | None = None
@@ -137,6 +145,7 @@ class TEAM(Attack):
         return self.hessian_used
 
     def _expand(self, model, obj, x, y, target, other=None) -> Expansion:
+        """The objective's expansion at x with this attack's curvature source."""
         src = self._source(model, obj, x, y, target)
         return expand(model, obj, x, y, target, other, source=src, k=self.krylov_k)
 
@@ -201,10 +210,13 @@ class TEAM(Attack):
                 d = self._solve_many(e, x, radius[:, None])[:, 0]
                 return (x + d.reshape(x.shape)).clamp(0, 1), radius
             return self._trust_region_run(model, x, y, target, radius), radius
+        if self.mode == "min-norm":
+            return boundary_walk(model, self._expand, x, y, target, steps=self.steps, starts=self.starts,
+                                 overshoot=self.overshoot)
         return self._smallest_budget(model, x, y, target)
 
     def _smallest_budget(self, model, x, y, target):
-        """Radius search on the expansion; iterated / min-norm: re-expand and search again.
+        """Radius search on the expansion; iterated: re-expand and search again.
 
         Every candidate is judged by the true network. Examples already adversarial are
         re-expanded at the boundary point between x and their best adversarial example (the
@@ -214,8 +226,7 @@ class TEAM(Attack):
         """
         B = x.shape[0]
         xf = _flat(x)
-        min_norm = self.mode == "min-norm"
-        obj = get_objective("T3" if target is not None else "margin") if min_norm else self.objective
+        obj = self.objective
         best = x.clone()
         best_r = torch.full((B,), float("inf"), device=x.device, dtype=torch.float64)
         centre = torch.zeros_like(xf)
@@ -224,7 +235,7 @@ class TEAM(Attack):
         for step in range(steps):
             if step == 0:
                 e = self._expand(model, obj, x, y, target)
-                self._budget_search(model, obj, e, x, y, target, best, best_r, min_norm)
+                self._budget_search(model, e, x, y, target, best, best_r)
                 continue
             found = torch.isfinite(best_r)
             if found.any():  # re-expand at the boundary and search below the best budget
@@ -233,7 +244,7 @@ class TEAM(Attack):
                 e = self._expand(model, obj, xb.reshape(-1, *x.shape[1:]), y[idx], sub(target, idx))
                 e = e.recentred(xb - xf[idx])
                 b_best, b_r = best[idx], best_r[idx]
-                self._budget_search(model, obj, e, x[idx], y[idx], sub(target, idx), b_best, b_r, min_norm)
+                self._budget_search(model, e, x[idx], y[idx], sub(target, idx), b_best, b_r)
                 best[idx], best_r[idx] = b_best, b_r
             if (~found).any():  # trust-region step from the current point
                 idx = (~found).nonzero().squeeze(1)
@@ -242,12 +253,6 @@ class TEAM(Attack):
                 moved, b_best, b_r = self._local_step(model, obj, e, x[idx], xc, y[idx], sub(target, idx))
                 centre[idx] = _flat(moved) - xf[idx]
                 self._keep_into(best, best_r, idx, b_best, b_r)
-        if min_norm:
-            idx = torch.isfinite(best_r).nonzero().squeeze(1)
-            if len(idx):
-                xb = self._boundary(model, xf[idx], _flat(best)[idx], y[idx], sub(target, idx), x.shape, iters=10)
-                best.view(B, -1)[idx] = xb
-                best_r[idx] = (xb - xf[idx]).norm(dim=1).double()
         best_r = torch.where(torch.isfinite(best_r), best_r, torch.full_like(best_r, float("nan")))
         return best, best_r.to(x.dtype)
 
@@ -256,7 +261,7 @@ class TEAM(Attack):
         fn = {"l2": metrics.l2, "linf": metrics.linf, "l0": metrics.l0}[self.norm]
         return fn(x, cand).double()
 
-    def _budget_search(self, model, obj, e: Expansion, x, y, target, best, best_r, min_norm: bool) -> None:
+    def _budget_search(self, model, e: Expansion, x, y, target, best, best_r) -> None:
         """Smallest budget C around x whose subproblem solution fools the network (updates best)."""
         B = x.shape[0]
         lo_default, hi_default = self._limits(x)
@@ -279,12 +284,10 @@ class TEAM(Attack):
             lo = torch.where(found, (0.25 * best_r).clamp_min(lo_default), torch.full_like(best_r, lo_default))
             res = bracket_and_refine(evaluate, x, lo, hi, per_pass=self.per_pass, rounds=self.rounds,
                                      integer=self.norm == "l0")
-        radius = self._distance(res.x_adv, x) if min_norm else res.radius.double()
+        radius = res.radius.double()
         better = res.success & (radius < best_r)
         best[better] = res.x_adv[better]
         best_r[better] = radius[better]
-        if min_norm:
-            self._project(model, e, x, y, target, best, best_r)
 
     def _local_step(self, model, obj, e: Expansion, x, xc, y, target):
         """Trust-region step from xc: K step radii at once; returns (new centre, best, best_r)."""
@@ -319,39 +322,6 @@ class TEAM(Attack):
         better = torch.isfinite(radius) & (radius < best_r[idx])
         best[idx[better]] = cand[better]
         best_r[idx[better]] = radius[better]
-
-    @staticmethod
-    def _keep(best, best_r, cand, ok, radius, xf, by_norm: bool) -> None:
-        """Keep per example the successful candidate of smallest radius (min-norm: smallest L2)."""
-        if by_norm:
-            radius = (_flat(cand) - xf).norm(dim=1).double()
-        better = ok & (radius < best_r)
-        best[better] = cand[better]
-        best_r[better] = radius[better]
-
-    def _project(self, model, e: Expansion, x, y, target, best, best_r) -> None:
-        """Min-norm candidates: minimise ||d|| s.t. the quadratic model of the margin <= 0.
-
-        e is the margin expansion at the current centre, re-centred on x, so the solution is the
-        model's closest boundary point to x (exact dual: one quadratic constraint). Candidates at
-        (1 + overshoot) of it and halfway from the best point toward it, judged by the network.
-        """
-        B = x.shape[0]
-        xf = _flat(x)
-        P, g_hat, ev, W = e.small_eig()
-        Qfull = e.info.setdefault("_Qfull", W if P is None else torch.bmm(P, W))
-        d = sp.min_norm_eig(g_hat, ev, Qfull, e.f)
-        target_pt = xf + (1 + self.overshoot) * d
-        bf = _flat(best)
-        has = torch.isfinite(best_r)[:, None]
-        cands = [target_pt, torch.where(has, 0.5 * (bf + target_pt), target_pt)]
-        K = len(cands)
-        stack = torch.stack(cands, 1).clamp(0, 1)
-        rep = lambda t: None if t is None else t.repeat_interleave(K)
-        with torch.no_grad():
-            ok = self._succeeded(model(stack.reshape(B * K, *x.shape[1:])), rep(y), rep(target)).reshape(B, K)
-        for k in range(K):
-            self._keep(best, best_r, stack[:, k].reshape(x.shape), ok[:, k], best_r, xf, True)
 
     def _trust_region_run(self, model, x, y, target, radius: torch.Tensor) -> torch.Tensor:
         """Fixed budget: trust-region iterations of the second-order model within `radius`.

@@ -54,9 +54,10 @@ def has_smooth_top(model: nn.Module) -> bool:
 def first_order(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, other=None) -> Expansion:
     """f and g only (H = 0)."""
     xr = x.detach().requires_grad_(True)
-    f = obj(model(xr), y, target, other)
+    logits = model(xr)
+    f = obj(logits, y, target, other)
     (g,) = torch.autograd.grad(f.sum(), xr)
-    return Expansion(f.detach(), g.reshape(len(x), -1), kind="none")
+    return Expansion(f.detach(), g.reshape(len(x), -1), kind="none", info={"logits": logits.detach()})
 
 
 def batched_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,7 @@ hvp callable V (B, n) -> (B, n); radii (B,) tensors or numbers. See docs/subprob
 - box_qp: the L_inf box QP from the FGSM vertex (never worse than FGSM on phi).
 - l0_search: at most k changed coordinates / pixel positions (greedy pruning).
 - min_norm / solve_min_norm / min_norm_eig: min ||d|| s.t. c + phi(d) <= 0 (exact dual).
+- min_norm_box: min ||d|| s.t. c + g.d <= 0 and the box (exact, sorted breakpoints).
 - reduce_low_rank / lift / low_rank_hvp: exact reduction for H = U diag(s) U^T.
 """
 from .box import box_qp, fgsm_vertex, project_ball_box, trust_region_box
@@ -21,7 +22,14 @@ from .lanczos import (
                       trust_region_lanczos,
 )
 from .low_rank import lift, low_rank_hvp, reduce_low_rank
-from .min_norm import MinNormSolution, min_norm, min_norm_eig, solve_min_norm, solve_min_norm_eig
+from .min_norm import (
+                      MinNormSolution,
+                      min_norm,
+                      min_norm_box,
+                      min_norm_eig,
+                      solve_min_norm,
+                      solve_min_norm_eig,
+)
 from .trust_region import (
                       TRSolution,
                       eigh_batched,
@@ -34,7 +42,7 @@ from .trust_region import (
 __all__ = [
     "LanczosBasis", "LanczosTRSolution", "MinNormSolution", "TRSolution", "box_qp",
     "eigh_batched", "fgsm_vertex", "l0_search", "lanczos", "lift", "low_rank_hvp", "min_norm",
-    "min_norm_eig", "project_ball_box", "reduce_low_rank", "solve_min_norm", "solve_min_norm_eig",
+    "min_norm_box", "min_norm_eig", "project_ball_box", "reduce_low_rank", "solve_min_norm", "solve_min_norm_eig",
     "solve_trust_region", "solve_trust_region_eig", "trust_region", "trust_region_box",
     "trust_region_eig", "trust_region_krylov", "trust_region_lanczos",
 ]

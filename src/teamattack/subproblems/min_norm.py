@@ -191,3 +191,52 @@ def min_norm(g: torch.Tensor, H, c, max_iter: int = 200, k: int = 30) -> torch.T
 def min_norm_eig(g_hat, ev, Q, c, max_iter: int = 200) -> torch.Tensor:
     """d only, see solve_min_norm_eig."""
     return solve_min_norm_eig(g_hat, ev, Q, c, max_iter).d
+
+
+def min_norm_box(g: torch.Tensor, c, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact min ||d||_2 s.t. c + g.d <= 0 and lower <= d <= upper (lower <= 0 <= upper).
+
+    The first-order minimum-norm step with the [0, 1] box: the Euclidean projection of the origin
+    onto a half-space intersected with a box. Convex, and its KKT conditions give
+    d(mu) = clip(-mu g, lower, upper) for the smallest mu >= 0 with c + g.d(mu) <= 0. g.d(mu) is
+    piecewise linear and non-increasing in mu with a breakpoint where each coordinate reaches its
+    bound, so mu is found exactly by sorting the breakpoints (O(n log n), no iteration).
+    c <= 0: d = 0. If even the vertex clip(-inf g) leaves c + g.d > 0, the vertex is returned
+    (the closest the box allows to the half-space) with feasible = False.
+
+    g (B, n); c a number or (B,); bounds numbers, (n,) or (B, n). Returns (d (B, n), feasible (B,)).
+    """
+    check_g(g)
+    B, n = g.shape
+    c = batch_param(c, B, g, "c")
+    lo = torch.as_tensor(lower, dtype=g.dtype, device=g.device).expand_as(g)
+    hi = torch.as_tensor(upper, dtype=g.dtype, device=g.device).expand_as(g)
+    bound = torch.where(g > 0, lo, hi)                     # where -mu g saturates
+    g2 = g * g
+    nz = g2 > 0
+    brk = torch.where(nz, -bound / torch.where(nz, g, torch.ones_like(g)), torch.full_like(g, float("inf")))
+    brk = brk.clamp_min(0.0)
+    order = brk.argsort(dim=1)
+    b_s = brk.gather(1, order)
+    g2_s = g2.gather(1, order)
+    gb_s = (g * bound).masked_fill(~nz, 0.0).gather(1, order)
+    total = g2.sum(1, keepdim=True)
+    # after the k-th breakpoint the first k+1 coordinates sit at their bounds
+    sat_g2 = g2_s.cumsum(1)
+    sat_gb = gb_s.cumsum(1)
+    finite_b = torch.where(torch.isfinite(b_s), b_s, torch.zeros_like(b_s))
+    value_at = c[:, None] - finite_b * (total - sat_g2) + sat_gb   # c + g.d at each breakpoint
+    value_at = torch.where(torch.isfinite(b_s), value_at, torch.full_like(value_at, float("inf")))
+    crossed = value_at <= 0
+    feasible = crossed.any(1) | (c <= 0)
+    k = torch.where(crossed.any(1), crossed.float().argmax(1), torch.full((B,), n, device=g.device))
+    # the root lies before breakpoint k: coordinates 0..k-1 are saturated
+    prev_g2 = torch.where(k > 0, sat_g2.gather(1, (k - 1).clamp_min(0)[:, None])[:, 0], torch.zeros_like(c))
+    prev_gb = torch.where(k > 0, sat_gb.gather(1, (k - 1).clamp_min(0)[:, None])[:, 0], torch.zeros_like(c))
+    free = (total[:, 0] - prev_g2).clamp_min(tiny_of(g))
+    mu = ((c + prev_gb) / free).clamp_min(0.0)
+    mu = torch.where(crossed.any(1), mu, torch.full_like(mu, float("inf")))
+    d = torch.where(torch.isfinite(mu)[:, None], (-mu[:, None] * g).clamp(lo, hi),
+                    torch.where(g > 0, lo, torch.where(g < 0, hi, torch.zeros_like(g))))
+    d = torch.where((c <= 0)[:, None], torch.zeros_like(d), d)
+    return d, feasible

@@ -1,0 +1,153 @@
+"""TEAM's minimum-norm mode: a damped walk along the decision boundary toward x (L2).
+
+Every step expands the decision margin m at the current point p = x + d (one gradient with the
+first-order model; more with curvature) and solves two minimum-norm subproblems of that model,
+both with the [0, 1] box:
+
+    d_b = the point of the model's boundary closest to p      (normal correction: back on the edge)
+    d_x = the point of the model's boundary closest to x      (the full second-order DeepFool step)
+    d  <- d_b + alpha_k (d_x - d_b)                           (a tangential move toward x)
+
+alpha_k follows a cosine schedule from `alpha[0]` to `alpha[1]`: early steps jump (d_x is the
+model's whole answer), late steps creep, which is what a piecewise-linear boundary needs (the
+model is exact only inside the current linear region; SPEC 12). The model's boundary is aimed a
+little beyond the true one, by an overshoot that adapts per example: it grows while the true
+network still says "not adversarial" and shrinks once it says "adversarial". Only points the true
+network calls adversarial are kept; the smallest wins, and a final bisection on the segment from
+x toward it removes the leftover overshoot.
+
+Global phase: untargeted runs start `starts` walks per image, walk k on the margin Z_y - Z_{c_k}
+of the k-th strongest other class at x (the local walks end in different basins; the smallest
+verified result wins). Targeted runs walk the margin max_{i!=t} Z_i - Z_t from one start.
+
+With H = 0 both subproblems are solved exactly (`subproblems.min_norm_box`); with curvature the
+quadratic constraint is solved exactly without the box (`subproblems.min_norm_eig`, S-lemma) and
+then clipped to the box.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .. import subproblems as sp
+from ..counting import CountingModel
+from ..curvature import Expansion
+from ..objectives import get_objective
+
+ExpandFn = Callable[..., Expansion]
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1)
+
+
+def model_projection(e: Expansion, c: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """min ||d|| s.t. c + g.d + 1/2 d.H d <= 0 and lower <= d <= upper (exact for H = 0)."""
+    if e.rank == 0:
+        return sp.min_norm_box(e.g, c, lower, upper)[0]
+    P, g_hat, ev, W = e.small_eig()
+    Q = W if P is None else torch.bmm(P, W)
+    return sp.min_norm_eig(g_hat, ev, Q, c).clamp(lower, upper)
+
+
+def _segment_boundary(model: CountingModel, x: torch.Tensor, xa: torch.Tensor, success, iters: int) -> torch.Tensor:
+    """Bisection on [x, xa] (xa adversarial): the adversarial end closest to x."""
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    lo = torch.zeros(len(x), device=x.device, dtype=x.dtype)
+    hi = torch.ones_like(lo)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        with torch.no_grad():
+            ok = success(model(x + mid.view(shape) * (xa - x)))
+        hi = torch.where(ok, mid, hi)
+        lo = torch.where(ok, lo, mid)
+    return x + hi.view(shape) * (xa - x)
+
+
+def boundary_walk(
+    model: CountingModel,
+    expand: ExpandFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None,
+    steps: int = 50,
+    starts: int = 2,
+    alpha: tuple[float, float] = (1.0, 0.05),
+    overshoot: float = 0.02,
+    growth: float = 1.5,
+    bisection: int = 10,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smallest verified L2 adversarial example per image and its norm (NaN where none was found).
+
+    expand(model, objective, x, y, target, other) -> Expansion of the margin at x (the caller's
+    curvature source). Costs `starts * steps` expansions per image (targeted: `steps`), plus
+    `bisection` forward passes.
+    """
+    B = x.shape[0]
+    dev = x.device
+    if target is None:
+        with torch.no_grad():
+            z = model(x)
+        z = z.scatter(1, y[:, None], float("-inf"))
+        K = max(1, min(int(starts), z.shape[1] - 1))
+        classes = z.topk(K, dim=1).indices.reshape(-1)           # walk k: the k-th strongest other class
+        xr, yr = x.repeat_interleave(K, 0), y.repeat_interleave(K)
+        # Z_y - Z_c is T3 toward c with the competing class fixed to y
+        obj, tr, other = get_objective("T3"), classes, yr
+        success = lambda logits: logits.argmax(1) != yr
+    else:
+        K, xr, yr, tr, other = 1, x, y, target, None
+        obj = get_objective("T3")                                 # max_{i!=t} Z_i - Z_t
+        success = lambda logits: logits.argmax(1) == target
+    R = xr.shape[0]
+    xf = _flat(xr)
+    lower, upper = -xf, 1.0 - xf
+    d = torch.zeros_like(xf)
+    best = xf.clone()
+    best_n = torch.full((R,), float("inf"), device=dev, dtype=torch.float64)
+    ov = torch.full((R,), float(overshoot), device=dev, dtype=x.dtype)
+    a0, a1 = alpha
+
+    def keep(points: torch.Tensor, ok: torch.Tensor) -> None:
+        n = (points - xf).norm(dim=1).double()
+        better = ok & (n < best_n)
+        best[better] = points[better]
+        best_n[better] = n[better]
+
+    for k in range(steps):
+        p = (xf + d).reshape(xr.shape)
+        e = expand(model, obj, p, yr, tr, other)
+        if k > 0:  # judge the previous step (first order: by the expansion's own forward pass)
+            logits = e.info.get("logits")
+            if logits is None:
+                with torch.no_grad():
+                    logits = model(p)
+            ok = success(logits)
+            keep(xf + d, ok)
+            ov = torch.where(ok, ov / growth, ov * growth).clamp(1e-4, 1.0)
+        a = a1 + (a0 - a1) * 0.5 * (1.0 + math.cos(math.pi * k / max(steps - 1, 1)))
+        aim = ov * e.g.norm(dim=1) * d.norm(dim=1).clamp_min(1e-3)   # model margin aimed at -aim
+        d_b = d + model_projection(e, e.f + aim, lower - d, upper - d)
+        ex = e.recentred(d)                                          # the same model, around x
+        d_x = model_projection(ex, ex.f + aim, lower, upper)
+        d = (d_b + a * (d_x - d_b)).clamp(lower, upper)
+    with torch.no_grad():
+        ok = success(model((xf + d).reshape(xr.shape)))
+    keep(xf + d, ok)
+
+    found = torch.isfinite(best_n)
+    best = best.reshape(xr.shape)
+    if found.any() and bisection > 0:
+        idx = found.nonzero().squeeze(1)
+        sub_success = (lambda lg: lg.argmax(1) != yr[idx]) if target is None else (lambda lg: lg.argmax(1) == target[idx])
+        best[idx] = _segment_boundary(model, xr[idx], best[idx], sub_success, bisection)
+        best_n[idx] = _flat(best[idx] - xr[idx]).norm(dim=1).double()
+    # the smallest over the starts
+    best_n = best_n.view(B, K)
+    k_best = best_n.argmin(1)
+    out = best.view(B, K, *x.shape[1:])[torch.arange(B, device=dev), k_best]
+    dist = best_n[torch.arange(B, device=dev), k_best]
+    out = torch.where(torch.isfinite(dist).view(-1, *[1] * (x.dim() - 1)), out, x)
+    return out, torch.where(torch.isfinite(dist), dist, torch.full_like(dist, float("nan"))).to(x.dtype)
