@@ -622,7 +622,7 @@ def test_input_errors():
 def _slsqp_min_norm_box(g, c, lo, hi):
     cons = [{"type": "ineq", "fun": lambda v: -(c + g @ v), "jac": lambda v: -g}]
     r = minimize(lambda v: v @ v, np.clip(-g, lo, hi), jac=lambda v: 2 * v, constraints=cons,
-                 bounds=list(zip(lo, hi)), method="SLSQP", options=dict(ftol=1e-15, maxiter=1000))
+                 bounds=list(zip(lo, hi)), method="SLSQP", options={"ftol": 1e-15, "maxiter": 1000})
     return r.x if r.success and c + g @ r.x <= 1e-9 else None
 
 
@@ -650,6 +650,29 @@ def test_min_norm_box_vs_brute_force(seed):
             assert float(d[b].norm()) <= np.linalg.norm(ref) + 1e-7
             checked += 1
     assert checked >= B // 2
+
+
+def test_min_norm_box_linf_vs_linear_program():
+    """Linf: min t s.t. |d_i| <= t, c + g.d <= 0, box (an LP, scipy's HiGHS) has the same optimum."""
+    from scipy.optimize import linprog
+
+    gen = torch.Generator().manual_seed(3)
+    B, n = 30, 6
+    g = torch.randn(B, n, generator=gen, dtype=DT)
+    x = torch.rand(B, n, generator=gen, dtype=DT)
+    x[x < 0.3] = 0.0
+    c = torch.rand(B, generator=gen, dtype=DT)
+    d, feasible = sp.min_norm_box(g, c, -x, 1 - x, "linf")
+    eye = np.eye(n)
+    for b in range(B):
+        A = np.vstack([np.c_[eye, -np.ones(n)], np.c_[-eye, -np.ones(n)], np.r_[g[b].numpy(), 0.0][None]])
+        ub = np.r_[np.zeros(2 * n), -float(c[b])]
+        bounds = [(-float(x[b, i]), 1 - float(x[b, i])) for i in range(n)] + [(0, None)]
+        lp = linprog(np.r_[np.zeros(n), 1.0], A_ub=A, b_ub=ub, bounds=bounds)
+        assert bool(feasible[b]) == (lp.status == 0)
+        if lp.status == 0:
+            assert float(c[b] + g[b] @ d[b]) <= 1e-10
+            assert float(d[b].abs().max()) == pytest.approx(lp.x[n], abs=1e-9)
 
 
 def test_min_norm_box_without_active_bounds_is_deepfool():

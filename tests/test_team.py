@@ -82,12 +82,24 @@ def test_full_success_on_trained_digits_model_inside_box_and_budget(digits, norm
     assert bool((fresh == target).all()) if targeted else bool((fresh != y).all())
 
 
-@pytest.mark.parametrize("mode", ["iterated", "min-norm"])
-def test_beyond_paper_modes_succeed(digits, mode):
+@pytest.mark.parametrize("mode,norm", [("iterated", "l2"), ("min-norm", "l2"), ("min-norm", "linf")])
+@pytest.mark.parametrize("targeted", [False, True])
+def test_beyond_paper_modes_succeed(digits, mode, norm, targeted):
     model, x, y = digits
-    res = TEAM(model, norm="l2", mode=mode, steps=5)(x[:20], y[:20])
+    x, y = x[:20], y[:20]
+    target = (y + 1 + torch.arange(len(y)) % 9) % 10 if targeted else None
+    res = TEAM(model, norm=norm, mode=mode, targeted=targeted, steps=5 if mode == "iterated" else None)(x, y, target)
     assert res.asr == 1.0
     assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
+    dist = res.l2 if norm == "l2" else res.linf
+    torch.testing.assert_close(dist, res.radius, atol=1e-5, rtol=1e-5)   # the norm it reports is the one reached
+
+
+def test_min_norm_linf_beats_the_iterated_bisection(digits):
+    model, x, y = digits
+    it = TEAM(model, norm="linf", mode="iterated")(x[:20], y[:20])
+    mn = TEAM(model, norm="linf", mode="min-norm")(x[:20], y[:20])
+    assert float(mn.linf.median()) < float(it.linf.median())
 
 
 def test_min_norm_is_closer_than_paper_mode(digits):
@@ -156,9 +168,10 @@ def test_fixed_budget_stays_inside_and_iterating_helps(digits, norm, eps):
     assert iterated.asr >= one_shot.asr
 
 
-def test_min_norm_walk_reaches_the_exact_optimum_with_an_active_box():
-    """Two-class linear model: the minimal L2 adversarial point under the [0, 1] box is the
-    box-constrained projection onto the decision hyperplane (subproblems.min_norm_box, exact);
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_min_norm_walk_reaches_the_exact_optimum_with_an_active_box(norm):
+    """Two-class linear model: the minimal adversarial point under the [0, 1] box (L2 or Linf) is
+    the box-constrained projection onto the decision hyperplane (subproblems.min_norm_box, exact);
     many pixels sit at 0 so the box is active. The walk must reach it and count its gradients."""
     from teamattack.subproblems import min_norm_box
 
@@ -171,10 +184,12 @@ def test_min_norm_walk_reaches_the_exact_optimum_with_an_active_box():
         W, b = model[1].weight, model[1].bias
         w = W[y] - W[1 - y]                                   # margin Z_y - Z_other = w.x + b_y - b_o
         m = (w * x).sum(1) + b[y] - b[1 - y]
-    d_opt, feasible = min_norm_box(w, m, -x, 1 - x)
+    d_opt, feasible = min_norm_box(w, m, -x, 1 - x, norm)
     assert bool(feasible.all())
-    res = TEAM(model, norm="l2", mode="min-norm", hessian="none", steps=30)(x, y)
+    opt = d_opt.norm(dim=1) if norm == "l2" else d_opt.abs().amax(1)
+    res = TEAM(model, norm=norm, mode="min-norm", hessian="none", steps=30)(x, y)
     assert bool(res.success.all())
-    assert bool((res.l2.double() >= d_opt.norm(dim=1) * (1 - 1e-6)).all()), "below the proven optimum"
-    torch.testing.assert_close(res.l2.double(), d_opt.norm(dim=1), rtol=2e-3, atol=0)
+    got = (res.l2 if norm == "l2" else res.linf).double()
+    assert bool((got >= opt * (1 - 1e-6)).all()), "below the proven optimum"
+    torch.testing.assert_close(got, opt, rtol=2e-3, atol=0)
     assert res.counters.gradients == 10 * 1 * 30                # one start (two classes) x 30 steps

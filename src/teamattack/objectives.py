@@ -9,6 +9,12 @@
 | T5            | yes      | -S_t                              |
 | T3            | yes      | -(Z_t - max_{i!=t} Z_i)           |
 | T6            | yes      | -(S_t - max_{i!=t} S_i)           |
+| T3-lse        | yes      | -(Z_t - logsumexp_{i!=t} Z_i)     |
+
+T3-lse is the smooth upper bound of T3 (logsumexp >= max, so T3-lse <= 0 implies T3 < 0): its
+gradient weighs every competitor by its softmax share instead of following whichever class is
+the runner-up at the moment (TEAM's targeted min-norm walk uses it; with T3 the walk zigzags
+between competitors when several are close).
 
 Margins are non-smooth at ties of the max; `other` fixes the competing class (the active piece at
 the expansion point), which makes the objective smooth and is what the second-order model expands.
@@ -26,6 +32,7 @@ class Objective:
     targeted: bool
     softmax: bool
     margin: bool
+    smooth_max: bool = False
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(dim=-1) if self.softmax else logits
@@ -57,9 +64,12 @@ class Objective:
         a = self.anchor(y, target)
         sa = s.gather(-1, a[:, None])[:, 0]
         if self.margin:
-            if other is None:
-                other = self.runner_up(logits, y, target)
-            so = s.gather(-1, other[:, None])[:, 0]
+            if self.smooth_max:
+                so = s.scatter(-1, a[:, None], float("-inf")).logsumexp(-1)
+            else:
+                if other is None:
+                    other = self.runner_up(logits, y, target)
+                so = s.gather(-1, other[:, None])[:, 0]
             diff = sa - so
         else:
             diff = sa
@@ -74,6 +84,7 @@ OBJECTIVES: dict[str, Objective] = {
     "T5": Objective("T5", targeted=True, softmax=True, margin=False),
     "T3": Objective("T3", targeted=True, softmax=False, margin=True),
     "T6": Objective("T6", targeted=True, softmax=True, margin=True),
+    "T3-lse": Objective("T3-lse", targeted=True, softmax=False, margin=True, smooth_max=True),
 }
 
 

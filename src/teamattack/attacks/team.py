@@ -12,7 +12,7 @@ TRUE network. Three modes:
               budget; the others take a trust-region step from the current point (the first
               success or the lowest TRUE objective wins). With `eps`: trust-region iterations
               inside the fixed budget, steps accepted by the ratio of actual to predicted decrease.
-- "min-norm": (L2) a damped walk along the decision boundary toward x: at every step the
+- "min-norm": (L2, Linf) a damped walk along the decision boundary toward x: at every step the
               minimum-norm subproblems of the margin's model (its boundary point closest to the
               current point and the one closest to x, with the box; exact dual), a step between
               them, and the true network's verdict; several starts toward the strongest other
@@ -115,8 +115,10 @@ class TEAM(Attack):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if search not in ("bracket", "paper"):
             raise ValueError("search must be 'bracket' or 'paper'")
-        if mode == "min-norm" and norm != "l2":
-            raise ValueError("mode='min-norm' is the L2 minimum-norm attack; use norm='l2'")
+        if mode == "min-norm" and norm == "l0":
+            raise ValueError("mode='min-norm' walks the boundary in L2 or Linf; for L0 use mode='iterated'")
+        if mode == "min-norm" and norm == "linf" and hessian not in ("auto", "none"):
+            raise ValueError("the Linf min-norm walk uses the first-order model: hessian='none' or 'auto'")
         if mode == "min-norm" and eps is not None:
             raise ValueError("mode='min-norm' finds the smallest perturbation; it takes no eps")
         objective = objective or ("T2" if targeted else "T1")
@@ -211,8 +213,8 @@ class TEAM(Attack):
                 return (x + d.reshape(x.shape)).clamp(0, 1), radius
             return self._trust_region_run(model, x, y, target, radius), radius
         if self.mode == "min-norm":
-            return boundary_walk(model, self._expand, x, y, target, steps=self.steps, starts=self.starts,
-                                 overshoot=self.overshoot)
+            return boundary_walk(model, self._expand, x, y, target, norm=self.norm, steps=self.steps,
+                                 starts=self.starts, overshoot=self.overshoot)
         return self._smallest_budget(model, x, y, target)
 
     def _smallest_budget(self, model, x, y, target):

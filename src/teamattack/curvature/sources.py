@@ -258,7 +258,7 @@ def expand(model: nn.Module, obj: Objective, x: torch.Tensor, y: torch.Tensor,
     For margin objectives the competing class is fixed at the expansion point (`other`, default the
     current runner-up), so the expanded function is smooth.
     """
-    if obj.margin and other is None:
+    if obj.margin and not obj.smooth_max and other is None:
         with torch.no_grad():
             other = obj.runner_up(_raw(model)(x), y, target)
     if source == "none":

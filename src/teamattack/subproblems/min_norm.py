@@ -193,50 +193,54 @@ def min_norm_eig(g_hat, ev, Q, c, max_iter: int = 200) -> torch.Tensor:
     return solve_min_norm_eig(g_hat, ev, Q, c, max_iter).d
 
 
-def min_norm_box(g: torch.Tensor, c, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact min ||d||_2 s.t. c + g.d <= 0 and lower <= d <= upper (lower <= 0 <= upper).
+def min_norm_box(g: torch.Tensor, c, lower, upper, norm: str = "l2") -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact min ||d|| s.t. c + g.d <= 0 and lower <= d <= upper (lower <= 0 <= upper), L2 or Linf.
 
-    The first-order minimum-norm step with the [0, 1] box: the Euclidean projection of the origin
-    onto a half-space intersected with a box. Convex, and its KKT conditions give
-    d(mu) = clip(-mu g, lower, upper) for the smallest mu >= 0 with c + g.d(mu) <= 0. g.d(mu) is
-    piecewise linear and non-increasing in mu with a breakpoint where each coordinate reaches its
-    bound, so mu is found exactly by sorting the breakpoints (O(n log n), no iteration).
-    c <= 0: d = 0. If even the vertex clip(-inf g) leaves c + g.d > 0, the vertex is returned
-    (the closest the box allows to the half-space) with feasible = False.
+    The first-order minimum-norm step with the [0, 1] box. Convex; the optimum lies on the path
+    d(mu) = clip(-mu w, lower, upper) with w = g (L2: the KKT conditions) or w = sign(g) (Linf: the
+    best point of the cube of half-width mu is its FGSM vertex), for the smallest mu >= 0 with
+    c + g.d(mu) <= 0. g.d(mu) is piecewise linear and non-increasing in mu, with a breakpoint where
+    each coordinate reaches its bound, so mu is found exactly by sorting the breakpoints
+    (O(n log n), no iteration). c <= 0: d = 0. If even the vertex clip(-inf w) leaves c + g.d > 0,
+    that vertex is returned (the closest the box allows to the half-space) with feasible = False.
 
-    g (B, n); c a number or (B,); bounds numbers, (n,) or (B, n). Returns (d (B, n), feasible (B,)).
+    g (B, n); c a number or (B,); bounds numbers, (n,) or (B, n); norm "l2" or "linf".
+    Returns (d (B, n), feasible (B,)).
     """
     check_g(g)
+    if norm not in ("l2", "linf"):
+        raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
     B, n = g.shape
     c = batch_param(c, B, g, "c")
     lo = torch.as_tensor(lower, dtype=g.dtype, device=g.device).expand_as(g)
     hi = torch.as_tensor(upper, dtype=g.dtype, device=g.device).expand_as(g)
-    bound = torch.where(g > 0, lo, hi)                     # where -mu g saturates
-    g2 = g * g
-    nz = g2 > 0
-    brk = torch.where(nz, -bound / torch.where(nz, g, torch.ones_like(g)), torch.full_like(g, float("inf")))
+    w = g if norm == "l2" else torch.sign(g)
+    bound = torch.where(g > 0, lo, hi)                     # where -mu w saturates
+    slope = g * w                                          # -d(g.d)/d mu while coordinate i is free
+    nz = slope > 0
+    brk = torch.where(nz, -bound / torch.where(nz, w, torch.ones_like(w)), torch.full_like(g, float("inf")))
     brk = brk.clamp_min(0.0)
     order = brk.argsort(dim=1)
     b_s = brk.gather(1, order)
-    g2_s = g2.gather(1, order)
+    sl_s = slope.gather(1, order)
     gb_s = (g * bound).masked_fill(~nz, 0.0).gather(1, order)
-    total = g2.sum(1, keepdim=True)
+    total = slope.sum(1, keepdim=True)
     # after the k-th breakpoint the first k+1 coordinates sit at their bounds
-    sat_g2 = g2_s.cumsum(1)
+    sat_sl = sl_s.cumsum(1)
     sat_gb = gb_s.cumsum(1)
-    finite_b = torch.where(torch.isfinite(b_s), b_s, torch.zeros_like(b_s))
-    value_at = c[:, None] - finite_b * (total - sat_g2) + sat_gb   # c + g.d at each breakpoint
-    value_at = torch.where(torch.isfinite(b_s), value_at, torch.full_like(value_at, float("inf")))
+    finite = torch.isfinite(b_s)
+    value_at = c[:, None] - torch.where(finite, b_s, torch.zeros_like(b_s)) * (total - sat_sl) + sat_gb
+    value_at = torch.where(finite, value_at, torch.full_like(value_at, float("inf")))   # c + g.d there
     crossed = value_at <= 0
-    feasible = crossed.any(1) | (c <= 0)
-    k = torch.where(crossed.any(1), crossed.float().argmax(1), torch.full((B,), n, device=g.device))
+    hit = crossed.any(1)
+    feasible = hit | (c <= 0)
+    k = torch.where(hit, crossed.float().argmax(1), torch.full((B,), n, device=g.device))
     # the root lies before breakpoint k: coordinates 0..k-1 are saturated
-    prev_g2 = torch.where(k > 0, sat_g2.gather(1, (k - 1).clamp_min(0)[:, None])[:, 0], torch.zeros_like(c))
-    prev_gb = torch.where(k > 0, sat_gb.gather(1, (k - 1).clamp_min(0)[:, None])[:, 0], torch.zeros_like(c))
-    free = (total[:, 0] - prev_g2).clamp_min(tiny_of(g))
-    mu = ((c + prev_gb) / free).clamp_min(0.0)
-    mu = torch.where(crossed.any(1), mu, torch.full_like(mu, float("inf")))
-    d = torch.where(torch.isfinite(mu)[:, None], (-mu[:, None] * g).clamp(lo, hi),
-                    torch.where(g > 0, lo, torch.where(g < 0, hi, torch.zeros_like(g))))
+    before = (k - 1).clamp_min(0)[:, None]
+    prev_sl = torch.where(k > 0, sat_sl.gather(1, before)[:, 0], torch.zeros_like(c))
+    prev_gb = torch.where(k > 0, sat_gb.gather(1, before)[:, 0], torch.zeros_like(c))
+    mu = ((c + prev_gb) / (total[:, 0] - prev_sl).clamp_min(tiny_of(g))).clamp_min(0.0)
+    vertex = torch.where(g > 0, lo, torch.where(g < 0, hi, torch.zeros_like(g)))
+    d = torch.where(hit[:, None], (-mu[:, None] * w).clamp(lo, hi), vertex)
     d = torch.where((c <= 0)[:, None], torch.zeros_like(d), d)
     return d, feasible
