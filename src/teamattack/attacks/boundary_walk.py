@@ -84,7 +84,7 @@ def boundary_walk(
     norm: str = "l2",
     steps: int = 50,
     starts: int = 2,
-    alpha: tuple[float, float] = (1.0, 0.05),
+    alpha: tuple[float, float] | None = None,
     overshoot: float = 0.02,
     growth: float = 1.5,
     bisection: int = 10,
@@ -92,8 +92,11 @@ def boundary_walk(
     """Smallest verified adversarial example per image (L2 or Linf) and its norm (NaN: none found).
 
     expand(model, objective, x, y, target, other) -> Expansion of the margin at x (the caller's
-    curvature source). Costs `starts * steps` expansions per image (targeted: `steps`), plus
-    `bisection` forward passes.
+    curvature source). Costs `starts * steps` expansions per image, plus `bisection` forward
+    passes: untargeted, `starts` walks of `steps`; targeted, one walk of `starts * steps`.
+    alpha: the step fraction's cosine schedule (first, last); default (1, 0.05) untargeted and
+    (0.5, 0.05) targeted (measured on digits, all 9 targets of 30 images: worst-case median L2
+    1.25 with 1.0, 1.12 with 0.5; on MNIST untargeted 1.0 is better).
     """
     B = x.shape[0]
     dev = x.device
@@ -109,6 +112,7 @@ def boundary_walk(
         success = lambda logits: logits.argmax(1) != yr
     else:
         K, xr, yr, tr, other = 1, x, y, target, None
+        steps = steps * max(1, int(starts))
         obj = get_objective("T3-lse")        # logsumexp_{i!=t} Z_i - Z_t: every competitor at once
         success = lambda logits: logits.argmax(1) == target
     R = xr.shape[0]
@@ -118,7 +122,7 @@ def boundary_walk(
     best = xf.clone()
     best_n = torch.full((R,), float("inf"), device=dev, dtype=torch.float64)
     ov = torch.full((R,), float(overshoot), device=dev, dtype=x.dtype)
-    a0, a1 = alpha
+    a0, a1 = alpha if alpha is not None else ((1.0, 0.05) if target is None else (0.5, 0.05))
 
     p_norm, dual = (2, 2) if norm == "l2" else (float("inf"), 1)
 

@@ -76,7 +76,8 @@ class TEAM(Attack):
         krylov_k: Lanczos steps (Hessian-vector products) for hessian="krylov".
         steps: expansions per run: iterated mode (default 10); min-norm mode, per start (default 50).
         starts: min-norm mode, untargeted: walks per image, toward the strongest other classes at
-            x (default 2: with 50 steps, 100 gradients per image; targeted: one walk).
+            x (default 2: with 50 steps, 100 gradients per image); targeted: one walk of
+            starts * steps steps (the same budget).
         per_pass: radii checked in one batched forward pass; rounds: refinement rounds.
         overshoot: min-norm mode: initial aim beyond the model's boundary (relative, adapted per
             example as the walk goes).

@@ -1,7 +1,7 @@
 """`teamattack demo`: the main job on the embedded digits data (no files needed).
 
 Loads the digits model shipped with the package (teamattack train --arch digits-cnn makes it), attacks
-100 correctly classified test digits with FGSM and TEAM (L2 minimum-norm, L2 / Linf / L0
+100 correctly classified test digits with FGSM and TEAM (L2 / Linf minimum-norm, L2 / Linf / L0
 iterated, L2 paper mode), prints the table and writes a PNG grid of originals and adversarials.
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ def attacks(model):
         ("team min-norm L2", "l2", TEAM(model, norm="l2", mode="min-norm")),
         ("team iterated L2", "l2", TEAM(model, norm="l2")),
         ("team iterated Linf", "linf", TEAM(model, norm="linf")),
+        ("team min-norm Linf", "linf", TEAM(model, norm="linf", mode="min-norm")),
         ("team iterated L0", "l0", TEAM(model, norm="l0")),
     ]
 
