@@ -239,3 +239,14 @@ def test_resnet56_conversion_matches_committed_weights():
     extra = {k for k in set(committed) - set(sd) if not k.endswith("num_batches_tracked")}
     assert extra == {"normalize.mean", "normalize.std"} and set(sd) <= set(committed)
     assert all(torch.equal(sd[k], committed[k]) for k in sd)
+
+
+@pytest.mark.skipif(not HAS_CIFAR_TEST, reason=f"CIFAR-10 test npz not found under {SHARED}")
+def test_cifar10_table1_recorded_accuracy_and_target():
+    """The shipped Table I CIFAR-10 net: its card's count is exact on the 1017 test images, and
+    it meets the foundation issue's 80% (the paper reports 82%)."""
+    model = zoo.load("cifar10-table1")
+    x, y = data.load("cifar10", "test", root=SHARED)
+    correct = int((data.predict(model, x, 500) == y).sum())
+    assert correct == model.card["test_correct"] and len(y) == model.card["test_n"] == 1017
+    assert correct / len(y) >= 0.80
