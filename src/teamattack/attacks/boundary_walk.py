@@ -61,7 +61,7 @@ def model_projection(e: Expansion, c: torch.Tensor, lower: torch.Tensor, upper: 
     return sp.min_norm_eig(g_hat, ev, Q, c).clamp(lower, upper)
 
 
-def _segment_boundary(model: CountingModel, x: torch.Tensor, xa: torch.Tensor, success, iters: int) -> torch.Tensor:
+def segment_boundary(model: CountingModel, x: torch.Tensor, xa: torch.Tensor, success, iters: int) -> torch.Tensor:
     """Bisection on [x, xa] (xa adversarial): the adversarial end closest to x."""
     shape = (-1,) + (1,) * (x.dim() - 1)
     lo = torch.zeros(len(x), device=x.device, dtype=x.dtype)
@@ -174,7 +174,7 @@ def boundary_walk(
     if found.any() and bisection > 0:
         idx = found.nonzero().squeeze(1)
         sub_success = (lambda lg: lg.argmax(1) != yr[idx]) if target is None else (lambda lg: lg.argmax(1) == target[idx])
-        best[idx] = _segment_boundary(model, xr[idx], best[idx], sub_success, bisection)
+        best[idx] = segment_boundary(model, xr[idx], best[idx], sub_success, bisection)
         best_n[idx] = size(_flat(best[idx] - xr[idx])).double()
     # the smallest over the starts
     best_n = best_n.view(B, K)

@@ -32,7 +32,7 @@ from ..counting import CountingModel
 from ..curvature import Expansion, choose, expand
 from ..objectives import Objective, get_objective
 from .base import Attack
-from .boundary_walk import boundary_walk
+from .boundary_walk import boundary_walk, segment_boundary
 from .search import bracket_and_refine, paper_schedule
 
 log = logging.getLogger(__name__)
@@ -369,13 +369,7 @@ class TEAM(Attack):
         return (x + delta.reshape(x.shape)).clamp(0, 1)
 
     def _boundary(self, model, x0, xa, y, target, shape, iters: int = 8) -> torch.Tensor:
-        """Bisection on the segment [x0, xa] (xa adversarial): the adversarial end closest to x0."""
-        lo = torch.zeros(len(x0), 1, device=x0.device, dtype=x0.dtype)
-        hi = torch.ones_like(lo)
-        for _ in range(iters):
-            mid = (lo + hi) / 2
-            with torch.no_grad():
-                ok = self._succeeded(model((x0 + mid * (xa - x0)).reshape(-1, *shape[1:])), y, target)
-            hi = torch.where(ok[:, None], mid, hi)
-            lo = torch.where(ok[:, None], lo, mid)
-        return x0 + hi * (xa - x0)
+        """Bisection on the segment [x0, xa] (flat rows, xa adversarial): the adversarial end closest to x0."""
+        ok = lambda logits: self._succeeded(logits, y, target)
+        xb = segment_boundary(model, x0.reshape(-1, *shape[1:]), xa.reshape(-1, *shape[1:]), ok, iters)
+        return xb.reshape(len(x0), -1)
