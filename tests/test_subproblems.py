@@ -686,6 +686,25 @@ def test_min_norm_box_without_active_bounds_is_deepfool():
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 40), st.integers(0, 10_000), st.sampled_from(["l2", "linf"]))
+def test_min_norm_box_newton_equals_sorted_breakpoints(n, seed, norm):
+    """The two exact root finders agree: Newton (any iteration cap, unfinished rows go to the
+    sorted path) and the sorted breakpoints alone (newton_iter=0)."""
+    gen = torch.Generator().manual_seed(seed)
+    B = 8
+    g = torch.randn(B, n, generator=gen, dtype=DT)
+    x = torch.rand(B, n, generator=gen, dtype=DT)
+    x[x < 0.3] = 0.0
+    x[x > 0.85] = 1.0
+    c = 2.0 * torch.rand(B, generator=gen, dtype=DT) - 0.3
+    ref, f_ref = sp.min_norm_box(g, c, -x, 1 - x, norm, newton_iter=0)
+    for cap in (1, 2, 32):
+        d, f = sp.min_norm_box(g, c, -x, 1 - x, norm, newton_iter=cap)
+        assert torch.equal(f, f_ref)
+        torch.testing.assert_close(d, ref, rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(1, 12), st.integers(0, 10_000), st.floats(0.0, 3.0))
 def test_min_norm_box_kkt(n, seed, c_val):
     """KKT: d = clip(-mu g, lo, hi) with mu >= 0 and the constraint active when it binds."""

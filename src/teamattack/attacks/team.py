@@ -74,10 +74,14 @@ class TEAM(Attack):
         max_radius: largest budget the search tries (default: 10 for L2, 0.5 for Linf, all
             pixels for L0).
         krylov_k: Lanczos steps (Hessian-vector products) for hessian="krylov".
-        steps: expansions per run: iterated mode (default 10); min-norm mode, per start (default 50).
+        steps: expansions per run: iterated mode (default 10); min-norm mode, the length of the
+            walk that goes on after the screening (default 40).
         starts: min-norm mode, untargeted: walks per image, toward the strongest other classes at
-            x (default 2: with 50 steps, 100 gradients per image); targeted: one walk of
-            starts * steps steps (the same budget).
+            x (default 6).
+        screen: min-norm mode, untargeted: each start first walks `screen` steps (default 8), then
+            only the best walk per image takes `steps - screen` more (default: 6 x 8 + 32 = 80
+            gradients per image). 0: every start walks `steps`. Targeted: one walk of the same
+            number of expansions (boundary_walk.walk_budget).
         per_pass: radii checked in one batched forward pass; rounds: refinement rounds.
         overshoot: min-norm mode: initial aim beyond the model's boundary (relative, adapted per
             example as the walk goes).
@@ -102,7 +106,8 @@ class TEAM(Attack):
         max_radius: float | None = None,
         krylov_k: int = 20,
         steps: int | None = None,
-        starts: int = 2,
+        starts: int = 6,
+        screen: int = 8,
         per_pass: int = 8,
         rounds: int = 3,
         overshoot: float = 0.02,
@@ -129,8 +134,8 @@ class TEAM(Attack):
                              f" but targeted={targeted}")
         self.norm, self.mode, self.search, self.hessian = norm, mode, search, hessian
         self.eps, self.max_radius, self.krylov_k = eps, max_radius, krylov_k
-        self.steps = int(steps if steps is not None else (50 if mode == "min-norm" else 10))
-        self.starts = max(1, int(starts))
+        self.steps = int(steps if steps is not None else (40 if mode == "min-norm" else 10))
+        self.starts, self.screen = max(1, int(starts)), max(0, int(screen))
         self.per_pass, self.rounds = per_pass, rounds
         self.overshoot, self.box_iters = overshoot, box_iters
         self.max_batch = max(1, int(max_batch))
@@ -215,7 +220,7 @@ class TEAM(Attack):
             return self._trust_region_run(model, x, y, target, radius), radius
         if self.mode == "min-norm":
             return boundary_walk(model, self._expand, x, y, target, norm=self.norm, steps=self.steps,
-                                 starts=self.starts, overshoot=self.overshoot)
+                                 starts=self.starts, screen=self.screen, overshoot=self.overshoot)
         return self._smallest_budget(model, x, y, target)
 
     def _smallest_budget(self, model, x, y, target):

@@ -193,16 +193,68 @@ def min_norm_eig(g_hat, ev, Q, c, max_iter: int = 200) -> torch.Tensor:
     return solve_min_norm_eig(g_hat, ev, Q, c, max_iter).d
 
 
-def min_norm_box(g: torch.Tensor, c, lower, upper, norm: str = "l2") -> tuple[torch.Tensor, torch.Tensor]:
+def _root_sorted(brk: torch.Tensor, slope: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Smallest mu >= 0 with c - sum_i slope_i min(mu, brk_i) <= 0 (inf: none), by sorting the
+    breakpoints: O(n log n), exact. Rows with c <= 0 get 0."""
+    B, n = brk.shape
+    order = brk.argsort(dim=1)
+    b_s = brk.gather(1, order)
+    sl_s = slope.gather(1, order)
+    finite = torch.isfinite(b_s)
+    sb_s = torch.where(finite, sl_s * b_s, torch.zeros_like(b_s))
+    total = slope.sum(1, keepdim=True)
+    sat_sl = sl_s.cumsum(1)              # after the k-th breakpoint the first k+1 coordinates sit at their bounds
+    sat_sb = sb_s.cumsum(1)
+    value_at = c[:, None] - torch.where(finite, b_s, torch.zeros_like(b_s)) * (total - sat_sl) - sat_sb
+    value_at = torch.where(finite, value_at, torch.full_like(value_at, float("inf")))
+    crossed = value_at <= 0
+    hit = crossed.any(1)
+    k = torch.where(hit, crossed.float().argmax(1), torch.full((B,), n, device=brk.device))
+    before = (k - 1).clamp_min(0)[:, None]   # the root lies before breakpoint k
+    prev_sl = torch.where(k > 0, sat_sl.gather(1, before)[:, 0], torch.zeros_like(c))
+    prev_sb = torch.where(k > 0, sat_sb.gather(1, before)[:, 0], torch.zeros_like(c))
+    mu = ((c - prev_sb) / (total[:, 0] - prev_sl).clamp_min(tiny_of(brk))).clamp_min(0.0)
+    mu = torch.where(hit, mu, torch.full_like(mu, float("inf")))
+    return torch.where(c <= 0, torch.zeros_like(mu), mu)
+
+
+def _root_newton(brk: torch.Tensor, slope: torch.Tensor, sb: torch.Tensor, c: torch.Tensor,
+                 max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same root by Newton's method from mu = 0 (sb = slope * brk, 0 where slope = 0; rows
+    given here have a root): f(mu) = c - sum_i slope_i min(mu, brk_i) is convex, non-increasing
+    and piecewise linear, so the iterates rise monotonically to the root; an iterate is the root
+    once the next one saturates no further coordinate (f is linear between them). A few O(n)
+    iterations on image inputs. Returns (mu, converged)."""
+    total = slope.sum(1)
+    mu = torch.zeros_like(c)
+    done = c <= 0
+    prev = torch.full_like(c, -1.0)
+    for _ in range(max_iter + 1):
+        if bool(done.all()):
+            break
+        sat = (brk <= mu[:, None]).to(slope.dtype)
+        s_sl, s_sb = (sat * slope).sum(1), (sat * sb).sum(1)
+        done = done | (s_sl == prev)                 # no new saturation since mu was computed
+        rest = (c - s_sb).clamp_min(0.0)
+        new = mu.maximum(rest / (total - s_sl).clamp_min(tiny_of(slope)))
+        mu = torch.where(done, mu, new)
+        prev = s_sl
+    return mu, done
+
+
+def min_norm_box(g: torch.Tensor, c, lower, upper, norm: str = "l2",
+                 newton_iter: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact min ||d|| s.t. c + g.d <= 0 and lower <= d <= upper (lower <= 0 <= upper), L2 or Linf.
 
     The first-order minimum-norm step with the [0, 1] box. Convex; the optimum lies on the path
     d(mu) = clip(-mu w, lower, upper) with w = g (L2: the KKT conditions) or w = sign(g) (Linf: the
     best point of the cube of half-width mu is its FGSM vertex), for the smallest mu >= 0 with
-    c + g.d(mu) <= 0. g.d(mu) is piecewise linear and non-increasing in mu, with a breakpoint where
-    each coordinate reaches its bound, so mu is found exactly by sorting the breakpoints
-    (O(n log n), no iteration). c <= 0: d = 0. If even the vertex clip(-inf w) leaves c + g.d > 0,
-    that vertex is returned (the closest the box allows to the half-space) with feasible = False.
+    c + g.d(mu) <= 0. g.d(mu) = -sum_i slope_i min(mu, brk_i) is piecewise linear, convex and
+    non-increasing in mu, with a breakpoint brk_i where coordinate i reaches its bound, so mu is
+    found exactly: by Newton's method (finite, a few O(n) steps; `newton_iter` at most), rows it
+    has not finished by sorting the breakpoints (O(n log n)). c <= 0: d = 0. If even the vertex
+    clip(-inf w) leaves c + g.d > 0, that vertex is returned (the closest the box allows to the
+    half-space) with feasible = False.
 
     g (B, n); c a number or (B,); bounds numbers, (n,) or (B, n); norm "l2" or "linf".
     Returns (d (B, n), feasible (B,)).
@@ -214,33 +266,27 @@ def min_norm_box(g: torch.Tensor, c, lower, upper, norm: str = "l2") -> tuple[to
     c = batch_param(c, B, g, "c")
     lo = torch.as_tensor(lower, dtype=g.dtype, device=g.device).expand_as(g)
     hi = torch.as_tensor(upper, dtype=g.dtype, device=g.device).expand_as(g)
-    w = g if norm == "l2" else torch.sign(g)
-    bound = torch.where(g > 0, lo, hi)                     # where -mu w saturates
-    slope = g * w                                          # -d(g.d)/d mu while coordinate i is free
-    nz = slope > 0
-    brk = torch.where(nz, -bound / torch.where(nz, w, torch.ones_like(w)), torch.full_like(g, float("inf")))
-    brk = brk.clamp_min(0.0)
-    order = brk.argsort(dim=1)
-    b_s = brk.gather(1, order)
-    sl_s = slope.gather(1, order)
-    gb_s = (g * bound).masked_fill(~nz, 0.0).gather(1, order)
-    total = slope.sum(1, keepdim=True)
-    # after the k-th breakpoint the first k+1 coordinates sit at their bounds
-    sat_sl = sl_s.cumsum(1)
-    sat_gb = gb_s.cumsum(1)
-    finite = torch.isfinite(b_s)
-    value_at = c[:, None] - torch.where(finite, b_s, torch.zeros_like(b_s)) * (total - sat_sl) + sat_gb
-    value_at = torch.where(finite, value_at, torch.full_like(value_at, float("inf")))   # c + g.d there
-    crossed = value_at <= 0
-    hit = crossed.any(1)
-    feasible = hit | (c <= 0)
-    k = torch.where(hit, crossed.float().argmax(1), torch.full((B,), n, device=g.device))
-    # the root lies before breakpoint k: coordinates 0..k-1 are saturated
-    before = (k - 1).clamp_min(0)[:, None]
-    prev_sl = torch.where(k > 0, sat_sl.gather(1, before)[:, 0], torch.zeros_like(c))
-    prev_gb = torch.where(k > 0, sat_gb.gather(1, before)[:, 0], torch.zeros_like(c))
-    mu = ((c + prev_gb) / (total[:, 0] - prev_sl).clamp_min(tiny_of(g))).clamp_min(0.0)
-    vertex = torch.where(g > 0, lo, torch.where(g < 0, hi, torch.zeros_like(g)))
-    d = torch.where(hit[:, None], (-mu[:, None] * w).clamp(lo, hi), vertex)
-    d = torch.where((c <= 0)[:, None], torch.zeros_like(d), d)
-    return d, feasible
+    # elementwise arithmetic rather than torch.where: several times faster on CPU
+    sgn = torch.sign(g)
+    w = g if norm == "l2" else sgn
+    room = 0.5 * ((1.0 + sgn) * (-lo) + (1.0 - sgn) * hi)  # how far -mu w can go before its bound
+    g_abs = g.abs()
+    slope = g_abs * w.abs()                                # -d(g.d)/d mu while coordinate i is free
+    sb = g_abs * room                                      # slope * brk: what i gives when saturated
+    brk = room / w.abs()                                   # inf / nan where g = 0 (never saturates)
+    mu = torch.zeros_like(c)
+    feasible = (c - sb.sum(1)) <= 0                        # the vertex meets the constraint
+    rows = feasible & (c > 0)
+    if bool(rows.any()):
+        idx = rows.nonzero().squeeze(1)
+        m, done = _root_newton(brk[idx], slope[idx], sb[idx], c[idx], newton_iter)
+        if not bool(done.all()):
+            left = (~done).nonzero().squeeze(1)
+            b_left = brk[idx[left]]
+            b_left = torch.where(slope[idx[left]] > 0, b_left, torch.full_like(b_left, float("inf")))
+            m[left] = _root_sorted(b_left, slope[idx[left]], c[idx[left]])
+        mu[idx] = m
+    # infeasible rows: the vertex (mu = the largest float; g = 0 coordinates stay at 0)
+    mu = torch.where(feasible | (c <= 0), mu, torch.full_like(mu, torch.finfo(g.dtype).max))
+    d = torch.minimum(torch.maximum(-mu[:, None] * w, lo), hi)
+    return d, feasible | (c <= 0)
