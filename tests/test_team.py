@@ -193,3 +193,18 @@ def test_min_norm_walk_reaches_the_exact_optimum_with_an_active_box(norm):
     assert bool((got >= opt * (1 - 1e-6)).all()), "below the proven optimum"
     torch.testing.assert_close(got, opt, rtol=2e-3, atol=0)
     assert res.counters.gradients == 10 * 1 * 30                # one start (two classes) x 30 steps
+
+
+def test_min_norm_screening_budget_and_gain(digits):
+    """The screened walk costs exactly walk_budget gradients per image, and per image it is no
+    worse than its own first phase alone (the same starts walking `screen` steps): phase one is
+    that run, and its verified points are kept (up to the final bisection of a different point)."""
+    from teamattack.attacks.boundary_walk import walk_budget
+
+    model, x, y = digits
+    x, y = x[:16], y[:16]
+    res = TEAM(model, norm="l2", mode="min-norm", hessian="none", steps=20, starts=4, screen=5)(x, y)
+    assert res.counters.gradients == 16 * walk_budget(20, 4, 5) == 16 * (4 * 5 + 15)
+    short = TEAM(model, norm="l2", mode="min-norm", hessian="none", steps=5, starts=4, screen=0)(x, y)
+    assert bool(res.success.all())
+    assert bool((res.l2 <= short.l2 + 1e-5).all())

@@ -21,7 +21,10 @@ x toward it removes the leftover overshoot.
 
 Global phase: untargeted runs start `starts` walks per image, walk k on the margin Z_y - Z_{c_k}
 of the k-th strongest other class at x (the local walks end in different basins; the smallest
-verified result wins). Targeted runs walk one start on logsumexp_{i!=t} Z_i - Z_t (objective
+verified result wins). Screening: every start first takes a short walk of its own (`screen`
+steps), and only the best per image goes on (measured on 256 MNIST images: a 10-step walk toward
+each of the 9 classes picks the class whose 100-step walk wins for 92% of them, and the
+strongest class at x wins for only 60%). Targeted runs walk one start on logsumexp_{i!=t} Z_i - Z_t (objective
 T3-lse): with the plain max the walk follows whichever competitor leads at the moment and zigzags
 between them (measured: a digit 2 -> 0 that 50 steps never reached).
 
@@ -96,8 +99,9 @@ class _Walks:
     def size(self, v: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vector_norm(v, ord=self.p_norm, dim=1)
 
-    def _keep(self, rows: torch.Tensor, points: torch.Tensor, ok: torch.Tensor) -> None:
-        n = self.size(points - self.xf[rows]).double()
+    def _keep(self, rows: torch.Tensor, xf: torch.Tensor, points: torch.Tensor, ok: torch.Tensor) -> None:
+        """Record the verified adversarial `points` of walks `rows` (xf = their x) that are closer."""
+        n = self.size(points - xf).double()
         better = ok & (n < self.best_n[rows])
         self.best[rows[better]] = points[better]
         self.best_n[rows[better]] = n[better]
@@ -121,7 +125,7 @@ class _Walks:
                     with torch.no_grad():
                         logits = self.model(p)
                 ok = self.success(logits, rows)
-                self._keep(rows, xf + d, ok)
+                self._keep(rows, xf, xf + d, ok)
                 ov = torch.where(ok, ov / self.growth, ov * self.growth).clamp(1e-4, 100.0)
                 # trust region on the step: a step that left the margin worse (and did not
                 # succeed) halves the next step's length; a good one doubles it
@@ -141,7 +145,7 @@ class _Walks:
             step_len = s_len * scale
         with torch.no_grad():
             ok = self.success(self.model((xf + d).reshape(shape)), rows)
-        self._keep(rows, xf + d, ok)
+        self._keep(rows, xf, xf + d, ok)
         self.d[rows], self.ov[rows], self.trust[rows] = d, ov, trust
         self.f_prev[rows], self.step_len[rows] = f_prev, step_len
 

@@ -219,15 +219,15 @@ def _root_sorted(brk: torch.Tensor, slope: torch.Tensor, c: torch.Tensor) -> tor
 
 
 def _root_newton(brk: torch.Tensor, slope: torch.Tensor, sb: torch.Tensor, c: torch.Tensor,
-                 max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 skip: torch.Tensor, max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The same root by Newton's method from mu = 0 (sb = slope * brk, 0 where slope = 0; rows
-    given here have a root): f(mu) = c - sum_i slope_i min(mu, brk_i) is convex, non-increasing
+    not in `skip` have a root; `skip` rows stay at 0): f(mu) = c - sum_i slope_i min(mu, brk_i) is convex, non-increasing
     and piecewise linear, so the iterates rise monotonically to the root; an iterate is the root
     once the next one saturates no further coordinate (f is linear between them). A few O(n)
     iterations on image inputs. Returns (mu, converged)."""
     total = slope.sum(1)
     mu = torch.zeros_like(c)
-    done = c <= 0
+    done = skip.clone()
     prev = torch.full_like(c, -1.0)
     for _ in range(max_iter + 1):
         if bool(done.all()):
@@ -274,18 +274,12 @@ def min_norm_box(g: torch.Tensor, c, lower, upper, norm: str = "l2",
     slope = g_abs * w.abs()                                # -d(g.d)/d mu while coordinate i is free
     sb = g_abs * room                                      # slope * brk: what i gives when saturated
     brk = room / w.abs()                                   # inf / nan where g = 0 (never saturates)
-    mu = torch.zeros_like(c)
     feasible = (c - sb.sum(1)) <= 0                        # the vertex meets the constraint
-    rows = feasible & (c > 0)
-    if bool(rows.any()):
-        idx = rows.nonzero().squeeze(1)
-        m, done = _root_newton(brk[idx], slope[idx], sb[idx], c[idx], newton_iter)
-        if not bool(done.all()):
-            left = (~done).nonzero().squeeze(1)
-            b_left = brk[idx[left]]
-            b_left = torch.where(slope[idx[left]] > 0, b_left, torch.full_like(b_left, float("inf")))
-            m[left] = _root_sorted(b_left, slope[idx[left]], c[idx[left]])
-        mu[idx] = m
+    mu, done = _root_newton(brk, slope, sb, c, ~feasible | (c <= 0), newton_iter)
+    if not bool(done.all()):
+        left = (~done).nonzero().squeeze(1)
+        b_left = torch.where(slope[left] > 0, brk[left], torch.full_like(brk[left], float("inf")))
+        mu[left] = _root_sorted(b_left, slope[left], c[left])
     # infeasible rows: the vertex (mu = the largest float; g = 0 coordinates stay at 0)
     mu = torch.where(feasible | (c <= 0), mu, torch.full_like(mu, torch.finfo(g.dtype).max))
     d = torch.minimum(torch.maximum(-mu[:, None] * w, lo), hi)
