@@ -128,6 +128,8 @@ def test_targeted_best_worst_average():
     # worst: most L2; fails where any target failed
     assert c["worst"]["success"] == [True, False, False] and c["worst"]["l2"][0] == 3.0
     assert c["average"]["gradients"] == 30  # counters of all target runs
+    runs[1]["peak_memory_mb"] = 12.5                     # peak memory: the largest of the runs
+    assert R.targeted_cases(runs, random_choice, "l2")["worst"]["peak_memory_mb"] == 12.5
     rec = R.record_from_arrays(c["worst"], "a", "l", "l2", True, "worst")
     assert rec["asr"] == pytest.approx(1 / 3) and rec["l2"]["median"] == 3.0
 
@@ -281,6 +283,22 @@ def test_suites_defined():
         get_suite("no-such-suite")
     with pytest.raises(SuiteError):
         get_suite("linf", ["not-an-attack"])
+
+
+def test_team_settings_in_the_attack_name(digits):
+    """`team-l2:starts=3:steps=12` is the suite's team-l2 with those TEAM settings: it really runs
+    with them (its gradient count is the walk budget of those settings), and bad settings fail early."""
+    from teamattack.attacks.boundary_walk import walk_budget
+
+    model, x, y = digits
+    (spec,), _ = get_suite("untargeted-l2", ["team-l2:starts=3:steps=12:screen=4:hessian=none"])
+    assert spec.team and spec.settings == {"mode": "min-norm", "starts": 3, "steps": 12, "screen": 4,
+                                           "hessian": "none"}
+    res = spec.build(model, targeted=False)(x[:8], y[:8])
+    assert res.counters.gradients == 8 * walk_budget(12, 3, 4) and bool(res.success.all())
+    for bad in ("team-l2:no_such_setting=1", "team-l2:starts", "team-l2:norm=l3", "ddn-100:steps=3"):
+        with pytest.raises(SuiteError):
+            get_suite("untargeted-l2", [bad])
 
 
 def test_cli_bench(digits, tmp_path, monkeypatch, capsys):

@@ -139,3 +139,22 @@ def test_affine_model_has_zero_hvp_and_runs_team():
     assert curvature_is_zero(model, OBJECTIVES["T1"], x, y)
     res = TEAM(model, norm="l2")(x, y)
     assert res.asr == 1.0
+
+
+def test_smooth_max_temperature_bounds_the_plain_max():
+    """The smooth max tau logsumexp(Z / tau) over m-1 competitors lies in [max, max + tau log(m-1)],
+    so T3 <= T3-lse(tau) <= T3 + tau log(m-1); it tends to T3 as tau -> 0; tau = 1 is the default."""
+    import dataclasses
+    import math
+
+    gen = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(64, 10, generator=gen, dtype=torch.float64)
+    y = torch.zeros(64, dtype=torch.long)
+    t = torch.randint(1, 10, (64,), generator=gen)
+    plain, lse = OBJECTIVES["T3"](logits, y, t), OBJECTIVES["T3-lse"]
+    assert lse.temperature == 1.0
+    for tau in (1.0, 0.3, 0.03, 1e-3):
+        f = dataclasses.replace(lse, temperature=tau)(logits, y, t)
+        assert bool((f >= plain - 1e-12).all()) and bool((f <= plain + tau * math.log(9) + 1e-12).all())
+    tiny = dataclasses.replace(lse, temperature=1e-4)(logits, y, t)
+    torch.testing.assert_close(tiny, plain, atol=1e-3, rtol=0)

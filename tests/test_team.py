@@ -208,3 +208,54 @@ def test_min_norm_screening_budget_and_gain(digits):
     short = TEAM(model, norm="l2", mode="min-norm", hessian="none", steps=5, starts=4, screen=0)(x, y)
     assert bool(res.success.all())
     assert bool((res.l2 <= short.l2 + 1e-5).all())
+
+
+def test_targeted_walk_reaches_a_corner_optimum_and_the_annealing_is_why():
+    """Five-class linear model, targeted: success is an intersection of half-spaces, so the minimal
+    L2 point (box included; scipy's SLSQP as reference) is often a corner where two competitors tie
+    with the target. The walk's smooth max is annealed to the plain max; kept at temperature 1 it
+    stops on logsumexp's zero set, inside the target's region and measurably farther."""
+    import functools
+
+    import numpy as np
+    from scipy.optimize import minimize
+
+    from teamattack.attacks.boundary_walk import boundary_walk
+    from teamattack.counting import CountingModel
+    from teamattack.curvature import expand
+
+    m, n, B = 5, 16, 12
+    model = _linear(n=n, m=m, seed=3, scale=6.0)
+    x = 0.5 + 0.05 * torch.rand(B, n, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    with torch.no_grad():
+        z = model(x)
+    y = z.argmax(1)
+    t = (y + 1 + torch.arange(B) % (m - 1)) % m
+    W = model[1].weight.detach().numpy()
+    opt, corners = [], 0
+    for i in range(B):
+        others = [j for j in range(m) if j != int(t[i])]
+        A = np.stack([W[j] - W[int(t[i])] for j in others])
+        c = np.array([float(z[i, j] - z[i, t[i]]) for j in others])
+        xi = x[i].numpy()
+        r = minimize(lambda d: d @ d, np.zeros(n), jac=lambda d: 2 * d, method="SLSQP",
+                     bounds=list(zip(-xi, 1 - xi)), options={"ftol": 1e-14, "maxiter": 500},
+                     constraints=[{"type": "ineq", "fun": lambda d: -(A @ d + c), "jac": lambda d: -A}])
+        assert float((A @ r.x + c).max()) < 1e-8, "the reference must be feasible"
+        opt.append(float(np.sqrt(r.fun)))
+        corners += int((np.abs(A @ r.x + c) < 1e-6).sum() >= 2)
+    opt = torch.tensor(opt, dtype=torch.float64)
+    assert corners >= B // 2, "the case needs corner optima"
+
+    first_order = functools.partial(expand, source="none")
+    ratio = {}
+    for temp in ((1.0, 0.03), (1.0, 1.0)):
+        adv, dist = boundary_walk(CountingModel(model), first_order, x, y, t, steps=80, temperature=temp)
+        with torch.no_grad():
+            assert bool((model(adv).argmax(1) == t).all())
+        assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+        ratio[temp] = dist.double() / opt
+    annealed, fixed = ratio[(1.0, 0.03)], ratio[(1.0, 1.0)]
+    assert bool((annealed >= 1 - 1e-4).all()), "below the optimum"
+    assert float(annealed.max()) < 1.01
+    assert float(fixed.max()) > 1.05 and bool((annealed <= fixed + 1e-6).all())

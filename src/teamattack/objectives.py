@@ -13,8 +13,9 @@
 
 T3-lse is the smooth upper bound of T3 (logsumexp >= max, so T3-lse <= 0 implies T3 < 0): its
 gradient weighs every competitor by its softmax share instead of following whichever class is
-the runner-up at the moment (TEAM's targeted min-norm walk uses it; with T3 the walk zigzags
-between competitors when several are close).
+the runner-up at the moment. Its `temperature` tau (default 1) gives tau logsumexp(Z / tau), between
+max and max + tau log(m-1): TEAM's targeted min-norm walk anneals it from 1 to 0.03 (smooth early,
+where T3 zigzags between close competitors; the true boundary at the end).
 
 Margins are non-smooth at ties of the max; `other` fixes the competing class (the active piece at
 the expansion point), which makes the objective smooth and is what the second-order model expands.
@@ -33,6 +34,7 @@ class Objective:
     softmax: bool
     margin: bool
     smooth_max: bool = False
+    temperature: float = 1.0  # smooth_max only: tau * logsumexp(Z / tau), the max as tau -> 0
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(dim=-1) if self.softmax else logits
@@ -65,7 +67,8 @@ class Objective:
         sa = s.gather(-1, a[:, None])[:, 0]
         if self.margin:
             if self.smooth_max:
-                so = s.scatter(-1, a[:, None], float("-inf")).logsumexp(-1)
+                tau = self.temperature
+                so = tau * (s / tau).scatter(-1, a[:, None], float("-inf")).logsumexp(-1)
             else:
                 if other is None:
                     other = self.runner_up(logits, y, target)

@@ -135,7 +135,8 @@ def run_record(
 # targeted cases
 # ------------------------------------------------------------------------------------------
 def pick(arrs: Sequence[Arrays], choice: Sequence[int]) -> Arrays:
-    """Per example i the entry of run choice[i] (the counters are summed over all runs)."""
+    """Per example i the entry of run choice[i] (the counters are summed over all runs, the peak
+    memory is their maximum)."""
     out: Arrays = {"success": [arrs[c]["success"][i] for i, c in enumerate(choice)]}
     for k in DIST_KEYS:
         out[k] = [arrs[c][k][i] for i, c in enumerate(choice)]
@@ -143,6 +144,7 @@ def pick(arrs: Sequence[Arrays], choice: Sequence[int]) -> Arrays:
         out[k] = sum(a[k] for a in arrs)
     out["seconds"] = float(out["seconds"])
     out["units"] = sum(a.get("units", 1) for a in arrs)
+    out["peak_memory_mb"] = max(float(a.get("peak_memory_mb", 0.0)) for a in arrs)
     return out
 
 

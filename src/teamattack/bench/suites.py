@@ -227,10 +227,38 @@ SUITES: dict[str, tuple[Callable[[], list[AttackSpec]], bool]] = {
 }
 
 
+def _value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def with_settings(spec: AttackSpec, name: str) -> AttackSpec:
+    """The TEAM spec `spec` with the settings of `name` ("base:key=value:key=value") applied."""
+    kwargs = dict(spec.settings)
+    for item in name.split(":")[1:]:
+        key, sep, text = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise SuiteError(f"{name!r}: settings are key=value pairs separated by ':'")
+        kwargs[key] = _value(text)
+    from ..attacks import TEAM
+
+    try:  # fail now, not after the other attacks have run
+        TEAM(nn.Linear(1, 2).eval(), norm=spec.norm, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise SuiteError(f"{name!r}: {err}") from None
+    return team_spec(name, spec.norm, note=spec.note, **kwargs)
+
+
 def get_suite(name: str, attacks: list[str] | None = None) -> tuple[list[AttackSpec], bool]:
     """The specs of suite `name` (optionally only `attacks`, in that order) and whether it is targeted.
 
-    Names in `attacks` that are not in the suite but are peer presets are added as such.
+    Names in `attacks` that are not in the suite but are peer presets are added as such. A TEAM
+    name with settings, `team-l2:starts=9:steps=300`, is that suite entry with those TEAM keyword
+    arguments changed (`with_settings`).
     """
     try:
         make_specs, targeted = SUITES[name]
@@ -241,8 +269,11 @@ def get_suite(name: str, attacks: list[str] | None = None) -> tuple[list[AttackS
         by = {s.name: s for s in specs}
         out = []
         for a in attacks:
+            base = a.split(":")[0]
             if a in by:
                 out.append(by[a])
+            elif ":" in a and base in by and by[base].team:
+                out.append(with_settings(by[base], a))
             elif _preset(a) is not None:
                 out.append(peer_spec(a))
             else:
