@@ -259,3 +259,55 @@ def test_targeted_walk_reaches_a_corner_optimum_and_the_annealing_is_why():
     assert bool((annealed >= 1 - 1e-4).all()), "below the optimum"
     assert float(annealed.max()) < 1.01
     assert float(fixed.max()) > 1.05 and bool((annealed <= fixed + 1e-6).all())
+
+
+def test_pixel_pruning_is_exact_on_a_linear_model():
+    """Linear two-class margin m(x) = w.x + b: resetting pixel i changes it by exactly -w_i d_i, so
+    the most pixels that can go back with m < 0 kept is the longest prefix of the sorted costs
+    whose sum stays below -m(x_adv): the clean-up must find exactly that count."""
+    from teamattack.attacks.pixel_pruning import prune_pixels
+
+    model = _linear(n=40, m=2, seed=7, scale=3.0)
+    gen = torch.Generator().manual_seed(8)
+    x = torch.rand(16, 40, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+        W, b = model[1].weight, model[1].bias
+        w = W[y] - W[1 - y]
+        # every pixel moved against the margin, far enough to flip the class
+        x_adv = (x - 0.6 * torch.sign(w)).clamp(0, 1)
+        m_adv = (w * x_adv).sum(1) + b[y] - b[1 - y]
+    assert bool((m_adv < 0).all())
+    out = prune_pixels(model, x, x_adv, y)
+    with torch.no_grad():
+        assert bool((model(out).argmax(1) != y).all())
+    kept = (out != x).sum(1)
+    for i in range(16):
+        cost = (-(w[i] * (x_adv[i] - x[i])))[x_adv[i] != x[i]].sort().values
+        can_reset = int(((m_adv[i] + cost.cumsum(0)) < 0).sum())   # prefix sums: valid k form [0, K*]
+        assert int(kept[i]) == int((x_adv[i] != x[i]).sum()) - can_reset
+    # the pixels kept are the adversarial example's own values
+    assert bool(((out == x) | (out == x_adv)).all())
+
+
+def test_pixel_pruning_resets_whole_colour_pixels_and_is_teams_last_step():
+    """Colour input: L0 counts pixel positions, so a position goes back to x in every channel or
+    keeps its adversarial value in every channel; TEAM-L0 (iterated) is its search plus this step."""
+    from teamattack.attacks.pixel_pruning import prune_pixels
+    from teamattack.attacks.team import _pixel_groups
+    from teamattack.counting import CountingModel
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).double().eval()
+    x = torch.rand(6, 3, 8, 8, dtype=torch.float64)
+    y = model(x).argmax(1)
+    attack = TEAM(model, norm="l0", hessian="none", steps=2)
+    res = attack(x, y)
+    assert bool(res.success.all())
+    searched = attack._smallest_budget(CountingModel(model), x, y, None)[0]
+    out = prune_pixels(model, x, searched, y, groups=_pixel_groups(x))
+    whole = (out == x).all(1) | (out == searched).all(1)
+    assert bool(whole.all())
+    torch.testing.assert_close(res.x_adv, out)
+    assert bool((ta.metrics.l0(x, out) <= ta.metrics.l0(x, searched)).all())
+    torch.testing.assert_close(res.radius.double(), ta.metrics.l0(x, out).double())

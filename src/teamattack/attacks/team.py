@@ -12,6 +12,8 @@ TRUE network. Three modes:
               budget; the others take a trust-region step from the current point (the first
               success or the lowest TRUE objective wins). With `eps`: trust-region iterations
               inside the fixed budget, steps accepted by the ratio of actual to predicted decrease.
+              L0 ends with a clean-up on the true network: the changed pixels it does not need
+              go back to x (teamattack.attacks.pixel_pruning).
 - "min-norm": (L2, Linf) a damped walk along the decision boundary toward x: at every step the
               minimum-norm subproblems of the margin's model (its boundary point closest to the
               current point and the one closest to x, with the box; exact dual), a step between
@@ -33,6 +35,7 @@ from ..curvature import Expansion, choose, expand
 from ..objectives import Objective, get_objective
 from .base import Attack
 from .boundary_walk import boundary_walk, segment_boundary
+from .pixel_pruning import prune_pixels
 from .search import bracket_and_refine, paper_schedule
 
 log = logging.getLogger(__name__)
@@ -221,7 +224,11 @@ class TEAM(Attack):
         if self.mode == "min-norm":
             return boundary_walk(model, self._expand, x, y, target, norm=self.norm, steps=self.steps,
                                  starts=self.starts, screen=self.screen, overshoot=self.overshoot)
-        return self._smallest_budget(model, x, y, target)
+        best, best_r = self._smallest_budget(model, x, y, target)
+        if self.norm == "l0" and self.mode == "iterated":  # reset the pixels the network does not need
+            best = prune_pixels(model, x, best, y, target, groups=_pixel_groups(x))
+            best_r = torch.where(torch.isnan(best_r), best_r, self._distance(best, x).to(best_r.dtype))
+        return best, best_r
 
     def _smallest_budget(self, model, x, y, target):
         """Radius search on the expansion; iterated: re-expand and search again.
