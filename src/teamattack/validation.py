@@ -49,3 +49,46 @@ def check_inputs(
             raise InputError(f"{name} has labels outside [0, {num_classes})")
     if target is not None and bool((target == y).any()):
         raise InputError("target equals the true label for some examples")
+
+
+def check_number(
+    name: str,
+    value: object,
+    *,
+    low: float | None = 0.0,
+    strict: bool = False,
+    high: float | None = None,
+    integer: bool = False,
+    allow_none: bool = False,
+) -> float | int | None:
+    """Validate a budget / count argument where it enters; return it as float (or int).
+
+    Raises InputError naming the argument when the value is not a finite real number, is below
+    `low` (or equal to it with `strict`), above `high`, or not an integer when `integer` is set.
+    `None` passes only with `allow_none`.
+    """
+    if value is None:
+        if allow_none:
+            return None
+        raise InputError(f"{name} is required (got None)")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not (
+        torch.is_tensor(value) and value.numel() == 1
+    ):
+        try:
+            import numpy as np
+
+            if not isinstance(value, np.number):
+                raise TypeError
+        except TypeError:
+            raise InputError(f"{name} must be a number, got {type(value).__name__}") from None
+    v = float(value)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise InputError(f"{name} must be finite, got {v}")
+    if integer:
+        if v != int(v):
+            raise InputError(f"{name} must be an integer, got {value}")
+    if low is not None and (v < low or (strict and v == low)):
+        raise InputError(f"{name} must be {'>' if strict else '>='} {low:g}, got {value}")
+    if high is not None and v > high:
+        raise InputError(f"{name} must be <= {high:g}, got {value}")
+    return int(v) if integer else v
