@@ -126,7 +126,7 @@ def test_recentred_model_is_the_same_function(setup):
     delta = 0.1 * torch.randn_like(e.g)
     r = e.recentred(delta)
     d = 0.1 * torch.randn_like(e.g)
-    torch.testing.assert_close(r.model(delta + d), e.model(d))
+    torch.testing.assert_close(r.phi(delta + d), e.phi(d))
 
 
 def test_affine_model_has_zero_hvp_and_runs_team():

@@ -304,7 +304,7 @@ def test_pixel_pruning_resets_whole_colour_pixels_and_is_teams_last_step():
     attack = TEAM(model, norm="l0", hessian="none", steps=2)
     res = attack(x, y)
     assert bool(res.success.all())
-    searched = attack._smallest_budget(CountingModel(model), x, y, None)[0]
+    searched = attack._smallest_budget(CountingModel(model), attack._expander("none"), x, y, None)[0]
     out = prune_pixels(model, x, searched, y, groups=_pixel_groups(x))
     whole = (out == x).all(1) | (out == searched).all(1)
     assert bool(whole.all())

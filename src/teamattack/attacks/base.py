@@ -33,8 +33,9 @@ class Attack(ABC):
     @abstractmethod
     def run(
         self, model: CountingModel, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return (raw adversarial batch, per-example radius or None)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | tuple[torch.Tensor, torch.Tensor | None, dict]:
+        """Return (raw adversarial batch, per-example radius or None), optionally followed by a dict
+        for `AttackResult.info` (what the call decided, e.g. TEAM's curvature source)."""
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> AttackResult:
         check_model(self.model)
@@ -48,7 +49,7 @@ class Attack(ABC):
         counting = CountingModel(self.model)
         with PeakMemory(x.device) as mem:
             t0 = time.perf_counter()
-            raw, radius = self.run(counting, x.detach(), y, target)
+            raw, radius, *extra = self.run(counting, x.detach(), y, target)
             if x.is_cuda:
                 torch.cuda.synchronize(x.device)
             seconds = time.perf_counter() - t0
@@ -60,7 +61,7 @@ class Attack(ABC):
         counters = Counters(counting.forwards, counting.gradients, counting.hvps, seconds, mem.mb)
         return AttackResult(
             x_adv=x_adv, success=success, l0=l0(x, x_adv), l2=l2(x, x_adv), linf=linf(x, x_adv),
-            raw=raw, radius=radius, counters=counters,
+            raw=raw, radius=radius, counters=counters, info=dict(extra[0]) if extra else {},
         )
 
     def __repr__(self) -> str:

@@ -65,9 +65,8 @@ def model_projection(e: Expansion, c: torch.Tensor, lower: torch.Tensor, upper: 
         return sp.min_norm_box(e.g, c, lower, upper, norm)[0]
     if norm != "l2":
         raise ValueError("the Linf boundary walk uses the first-order model (hessian='none' or 'auto')")
-    P, g_hat, ev, W = e.small_eig()
-    Q = W if P is None else torch.bmm(P, W)
-    return sp.min_norm_eig(g_hat, ev, Q, c).clamp(lower, upper)
+    _, g_hat, ev, _ = e.small_eig()
+    return sp.min_norm_eig(g_hat, ev, e.eigenvectors(), c).clamp(lower, upper)
 
 
 def segment_boundary(model: CountingModel, x: torch.Tensor, xa: torch.Tensor, success, iters: int) -> torch.Tensor:
@@ -135,7 +134,7 @@ class _Walks:
             p = (xf + d).reshape(shape)
             e = self.expand(self.model, self._objective(k, steps), p, yr, tr, other)
             if k > 0:  # judge the previous step (first order: by the expansion's own forward pass)
-                logits = e.info.get("logits")
+                logits = e.logits
                 if logits is None:
                     with torch.no_grad():
                         logits = self.model(p)

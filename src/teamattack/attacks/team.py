@@ -31,10 +31,10 @@ from torch import nn
 from .. import metrics
 from .. import subproblems as sp
 from ..counting import CountingModel
-from ..curvature import Expansion, choose, expand
+from ..curvature import SOURCES, Expansion, choose, expand
 from ..objectives import Objective, get_objective
 from .base import Attack
-from .boundary_walk import boundary_walk, segment_boundary
+from .boundary_walk import ExpandFn, boundary_walk, segment_boundary
 from .pixel_pruning import prune_pixels
 from .search import bracket_and_refine, paper_schedule
 
@@ -128,6 +128,8 @@ class TEAM(Attack):
             raise ValueError("mode='min-norm' walks the boundary in L2 or Linf; for L0 use mode='iterated'")
         if mode == "min-norm" and norm == "linf" and hessian not in ("auto", "none"):
             raise ValueError("the Linf min-norm walk uses the first-order model: hessian='none' or 'auto'")
+        if hessian not in SOURCES:
+            raise ValueError(f"hessian must be one of {SOURCES}, got {hessian!r}")
         if mode == "min-norm" and eps is not None:
             raise ValueError("mode='min-norm' finds the smallest perturbation; it takes no eps")
         objective = objective or ("T2" if targeted else "T1")
@@ -142,23 +144,22 @@ class TEAM(Attack):
         self.per_pass, self.rounds = per_pass, rounds
         self.overshoot, self.box_iters = overshoot, box_iters
         self.max_batch = max(1, int(max_batch))
-        self.hessian_used: str | None = None
         self.name = f"team-{mode}-{norm}"
 
     # ------------------------------------------------------------------ curvature
-    def _source(self, model, obj, x, y, target) -> str:
+    def curvature_source(self, model, x, y, target) -> tuple[str, str]:
+        """The curvature source this call uses and why: `hessian`, or what "auto" picks for this batch."""
         if self.hessian != "auto":
-            return self.hessian
-        if self.hessian_used is None:
-            src, why = choose(model, obj, x, y, target, mode=self.mode)
-            self.hessian_used = src
-            log.info("TEAM hessian='auto' picked %r: %s", src, why)
-        return self.hessian_used
+            return self.hessian, "requested"
+        src, why = choose(model, self.objective, x, y, target, mode=self.mode)
+        log.info("TEAM hessian='auto' picked %r: %s", src, why)
+        return src, why
 
-    def _expand(self, model, obj, x, y, target, other=None) -> Expansion:
-        """The objective's expansion at x with this attack's curvature source."""
-        src = self._source(model, obj, x, y, target)
-        return expand(model, obj, x, y, target, other, source=src, k=self.krylov_k)
+    def _expander(self, source: str) -> ExpandFn:
+        """expand(model, objective, x, y, target, other) with this call's curvature source."""
+        def expand_fn(model, obj, x, y, target, other=None) -> Expansion:
+            return expand(model, obj, x, y, target, other, source=source, k=self.krylov_k)
+        return expand_fn
 
     # ------------------------------------------------------------------ subproblems under the budget
     def _solve_many(self, e: Expansion, x: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
@@ -186,10 +187,8 @@ class TEAM(Attack):
                 d = sp.project_ball_box(far, r, lower, upper)
             return d.reshape(B, K, n)
         if self.norm == "l2":
-            P, g_hat, ev, W = e.small_eig()
-            if "_Qfull" not in e.info:
-                e.info["_Qfull"] = W if P is None else torch.bmm(P, W)
-            d_trs = sp.trust_region_eig(g_hat, ev, e.info["_Qfull"], radii.to(e.g.dtype)).reshape(B * K, n)
+            _, g_hat, ev, _ = e.small_eig()
+            d_trs = sp.trust_region_eig(g_hat, ev, e.eigenvectors(), radii.to(e.g.dtype)).reshape(B * K, n)
             d = sp.trust_region_box(g, mv, r, lower, upper, iters=self.box_iters, trs=d_trs)
         elif self.norm == "linf":
             d = sp.box_qp(g, mv, torch.maximum(lower, -r[:, None]), torch.minimum(upper, r[:, None]),
@@ -209,28 +208,34 @@ class TEAM(Attack):
 
     # ------------------------------------------------------------------ modes
     def run(self, model: CountingModel, x, y, target):
-        if x.shape[0] > self.max_batch:
-            parts = [self.run(model, x[i:i + self.max_batch], y[i:i + self.max_batch],
-                              None if target is None else target[i:i + self.max_batch])
-                     for i in range(0, x.shape[0], self.max_batch)]
-            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        source, why = self.curvature_source(model, x, y, target)
+        expand_fn = self._expander(source)
+        outs, radii = [], []
+        for i in range(0, x.shape[0], self.max_batch):
+            sl = slice(i, i + self.max_batch)
+            out, radius = self._run_batch(model, expand_fn, x[sl], y[sl], None if target is None else target[sl])
+            outs.append(out)
+            radii.append(radius)
+        return torch.cat(outs), torch.cat(radii), {"hessian": source, "hessian_reason": why}
+
+    def _run_batch(self, model: CountingModel, expand_fn: ExpandFn, x, y, target):
         if self.eps is not None:
             radius = torch.full((x.shape[0],), float(self.eps), device=x.device, dtype=x.dtype)
             if self.mode == "paper":
-                e = self._expand(model, self.objective, x, y, target)
+                e = expand_fn(model, self.objective, x, y, target)
                 d = self._solve_many(e, x, radius[:, None])[:, 0]
                 return (x + d.reshape(x.shape)).clamp(0, 1), radius
-            return self._trust_region_run(model, x, y, target, radius), radius
+            return self._trust_region_run(model, expand_fn, x, y, target, radius), radius
         if self.mode == "min-norm":
-            return boundary_walk(model, self._expand, x, y, target, norm=self.norm, steps=self.steps,
+            return boundary_walk(model, expand_fn, x, y, target, norm=self.norm, steps=self.steps,
                                  starts=self.starts, screen=self.screen, overshoot=self.overshoot)
-        best, best_r = self._smallest_budget(model, x, y, target)
+        best, best_r = self._smallest_budget(model, expand_fn, x, y, target)
         if self.norm == "l0" and self.mode == "iterated":  # reset the pixels the network does not need
             best = prune_pixels(model, x, best, y, target, groups=_pixel_groups(x))
             best_r = torch.where(torch.isnan(best_r), best_r, self._distance(best, x).to(best_r.dtype))
         return best, best_r
 
-    def _smallest_budget(self, model, x, y, target):
+    def _smallest_budget(self, model, expand_fn: ExpandFn, x, y, target):
         """Radius search on the expansion; iterated: re-expand and search again.
 
         Every candidate is judged by the true network. Examples already adversarial are
@@ -249,14 +254,14 @@ class TEAM(Attack):
         sub = lambda t, i: None if t is None else t[i]
         for step in range(steps):
             if step == 0:
-                e = self._expand(model, obj, x, y, target)
+                e = expand_fn(model, obj, x, y, target)
                 self._budget_search(model, e, x, y, target, best, best_r)
                 continue
             found = torch.isfinite(best_r)
             if found.any():  # re-expand at the boundary and search below the best budget
                 idx = found.nonzero().squeeze(1)
                 xb = self._boundary(model, xf[idx], _flat(best)[idx], y[idx], sub(target, idx), x.shape, iters=6)
-                e = self._expand(model, obj, xb.reshape(-1, *x.shape[1:]), y[idx], sub(target, idx))
+                e = expand_fn(model, obj, xb.reshape(-1, *x.shape[1:]), y[idx], sub(target, idx))
                 e = e.recentred(xb - xf[idx])
                 b_best, b_r = best[idx], best_r[idx]
                 self._budget_search(model, e, x[idx], y[idx], sub(target, idx), b_best, b_r)
@@ -264,7 +269,7 @@ class TEAM(Attack):
             if (~found).any():  # trust-region step from the current point
                 idx = (~found).nonzero().squeeze(1)
                 xc = (xf[idx] + centre[idx]).reshape(-1, *x.shape[1:])
-                e = self._expand(model, obj, xc, y[idx], sub(target, idx))
+                e = expand_fn(model, obj, xc, y[idx], sub(target, idx))
                 moved, b_best, b_r = self._local_step(model, obj, e, x[idx], xc, y[idx], sub(target, idx))
                 centre[idx] = _flat(moved) - xf[idx]
                 self._keep_into(best, best_r, idx, b_best, b_r)
@@ -338,7 +343,7 @@ class TEAM(Attack):
         best[idx[better]] = cand[better]
         best_r[idx[better]] = radius[better]
 
-    def _trust_region_run(self, model, x, y, target, radius: torch.Tensor) -> torch.Tensor:
+    def _trust_region_run(self, model, expand_fn: ExpandFn, x, y, target, radius: torch.Tensor) -> torch.Tensor:
         """Fixed budget: trust-region iterations of the second-order model within `radius`.
 
         The step from the current perturbation is capped by a trust radius Delta, adapted by
@@ -356,7 +361,7 @@ class TEAM(Attack):
             idx = act.nonzero().squeeze(1)
             xa = (x + delta.reshape(x.shape))[idx]
             ya, ta = y[idx], None if target is None else target[idx]
-            e = self._expand(model, obj, xa, ya, ta).recentred(delta[idx])
+            e = expand_fn(model, obj, xa, ya, ta).recentred(delta[idx])
             new = self._solve_many(e, x[idx], radius[idx, None])[:, 0]
             step = new - delta[idx]
             if self.norm == "l2":
@@ -365,10 +370,10 @@ class TEAM(Attack):
             elif self.norm == "linf":
                 step = step.clamp(-trust[idx, None], trust[idx, None])
             cand = delta[idx] + step
-            predicted = e.model(delta[idx]) - e.model(cand)
+            predicted = e.phi(delta[idx]) - e.phi(cand)
             with torch.no_grad():
                 logits = model((x[idx] + cand.reshape(xa.shape)).clamp(0, 1))
-            f_now = e.model(delta[idx])  # the re-centred model at the current point: the true f there
+            f_now = e.phi(delta[idx])  # the re-centred model at the current point: the true f there
             f_new = obj(logits, ya, ta, obj.runner_up(logits, ya, ta) if obj.margin else None)
             rho = (f_now - f_new) / predicted.clamp_min(1e-12)
             accept = rho > 0.1

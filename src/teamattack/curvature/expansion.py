@@ -9,6 +9,9 @@ phi(d) = f + g.d + 1/2 d.H d per example, with H stored in one of two forms:
 
 Every curvature source returns an `Expansion`; subproblem solvers only need `matvec` and, for
 the ball-only problems, the small dense problem of `reduced()` in which the solution lies exactly.
+The eigen-decomposition of that small problem depends on H (and, for the factored form, on the
+span of [Q, g], which a re-centring keeps), not on g: it is computed once, cached privately and
+shared by `recentred` and `select`; only g's coordinates in it are recomputed.
 """
 from __future__ import annotations
 
@@ -17,24 +20,45 @@ from dataclasses import dataclass, field
 import torch
 
 
-@dataclass
+@dataclass(frozen=True)
+class _Eig:
+    """H_small = W diag(ev) W^T in the basis P (None: the full space); V = P W (B, n, k)."""
+
+    P: torch.Tensor | None
+    ev: torch.Tensor
+    W: torch.Tensor
+    V: torch.Tensor
+
+    def pick(self, idx: torch.Tensor) -> _Eig:
+        return _Eig(None if self.P is None else self.P[idx], self.ev[idx], self.W[idx], self.V[idx])
+
+
+@dataclass(frozen=True)
 class Expansion:
-    f: torch.Tensor                 # (B,) objective value at the expansion point
-    g: torch.Tensor                 # (B, n) gradient
-    H: torch.Tensor | None = None   # (B, n, n) dense Hessian, or None
-    Q: torch.Tensor | None = None   # (B, n, r) basis of the factored form
-    Hs: torch.Tensor | None = None  # (B, r, r) small symmetric matrix of the factored form
-    kind: str = "none"
-    info: dict = field(default_factory=dict)
+    """phi(d) = f + g.d + 1/2 d.H d of an objective around a batch (see the module docstring).
+
+    f (B,), g (B, n); H (B, n, n) dense, or Q (B, n, r) and Hs (B, r, r) factored, or neither
+    (H = 0). `source` names the curvature source that built it; `logits` are the network's logits
+    at the expansion point when the source computed them anyway (first order), else None.
+    """
+
+    f: torch.Tensor
+    g: torch.Tensor
+    H: torch.Tensor | None = None
+    Q: torch.Tensor | None = None
+    Hs: torch.Tensor | None = None
+    source: str = "none"
+    logits: torch.Tensor | None = None
+    _eig: list = field(default_factory=list, repr=False, compare=False)   # [] or [_Eig]: the cache
 
     def __post_init__(self) -> None:
         # The sources differentiate through the model, whose parameters require grad: without this
         # every tensor derived from the expansion would keep that autograd graph (and its memory)
         # alive for the rest of the attack.
-        for name in ("f", "g", "H", "Q", "Hs"):
+        for name in ("f", "g", "H", "Q", "Hs", "logits"):
             t = getattr(self, name)
             if t is not None and t.requires_grad:
-                setattr(self, name, t.detach())
+                object.__setattr__(self, name, t.detach())
 
     @property
     def n(self) -> int:
@@ -72,19 +96,29 @@ class Expansion:
 
         return mv
 
-    def small_eig(self) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(P, g_hat, ev, W) of the reduced problem: H_small = W diag(ev) W^T, g_hat = W^T g_small.
-
-        Cached: the radius search solves many radii from this one decomposition.
-        """
-        if "_eig" not in self.info:
-            P, gs, Hs = self.reduced()
+    def _eigen(self) -> _Eig:
+        if not self._eig:
+            P, _, Hs = self.reduced()
             ev, W = torch.linalg.eigh(Hs)
-            g_hat = torch.bmm(W.transpose(1, 2), gs.unsqueeze(-1)).squeeze(-1)
-            self.info["_eig"] = (P, g_hat, ev, W)
-        return self.info["_eig"]
+            self._eig.append(_Eig(P, ev, W, W if P is None else torch.bmm(P, W)))
+        return self._eig[0]
 
-    def model(self, d: torch.Tensor) -> torch.Tensor:
+    def small_eig(self) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(P, g_hat, ev, W) of the reduced problem: H_small = W diag(ev) W^T, g_hat = W^T P^T g.
+
+        The decomposition is cached (the radius search solves many radii from it, a re-centred
+        expansion shares it); g_hat is computed from this expansion's own g.
+        """
+        e = self._eigen()
+        gs = self.g if e.P is None else torch.bmm(e.P.transpose(1, 2), self.g.unsqueeze(-1)).squeeze(-1)
+        g_hat = torch.bmm(e.W.transpose(1, 2), gs.unsqueeze(-1)).squeeze(-1)
+        return e.P, g_hat, e.ev, e.W
+
+    def eigenvectors(self) -> torch.Tensor:
+        """The full-space eigenvectors P W (B, n, k) of the reduced problem (cached)."""
+        return self._eigen().V
+
+    def phi(self, d: torch.Tensor) -> torch.Tensor:
         """phi(d) = f + g.d + 1/2 d.H d, (B,)."""
         return self.f + (self.g * d).sum(1) + 0.5 * (d * self.matvec(d)).sum(1)
 
@@ -98,22 +132,24 @@ class Expansion:
         return self.Q @ self.Hs @ self.Q.transpose(1, 2)
 
     def select(self, idx: torch.Tensor) -> Expansion:
-        """The expansion of a subset of the batch."""
+        """The expansion of a subset of the batch (its cached decomposition too)."""
         pick = lambda t: None if t is None else t[idx]
-        return Expansion(self.f[idx], self.g[idx], pick(self.H), pick(self.Q), pick(self.Hs), self.kind,
-                         {k: v for k, v in self.info.items() if not k.startswith("_")})
+        return Expansion(self.f[idx], self.g[idx], pick(self.H), pick(self.Q), pick(self.Hs), self.source,
+                         pick(self.logits), [e.pick(idx) for e in self._eig])
 
     def recentred(self, delta: torch.Tensor) -> Expansion:
         """The same quadratic written around a point shifted by -delta.
 
         If this expansion was taken at x_b = x + delta, the returned one is the model as a function
         of the total perturbation e = delta + d from x: f' + g'.e + 1/2 e.H e with
-        g' = g - H delta and f' = f - g.delta + 1/2 delta.H delta.
+        g' = g - H delta and f' = f - g.delta + 1/2 delta.H delta. H, and with it the cached
+        eigen-decomposition, is unchanged (g' stays in span[Q, g]); g_hat is recomputed from g'.
+        The logits belong to the expansion point, which is no longer the origin: dropped.
         """
         Hd = self.matvec(delta)
         g2 = self.g - Hd
         f2 = self.f - (self.g * delta).sum(1) + 0.5 * (delta * Hd).sum(1)
-        return Expansion(f2, g2, self.H, self.Q, self.Hs, self.kind, dict(self.info))
+        return Expansion(f2, g2, self.H, self.Q, self.Hs, self.source, None, self._eig)
 
     def reduced(self) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """(basis P (B,n,k) or None, g_small (B,k), H_small (B,k,k)) holding the ball-only solutions.

@@ -55,9 +55,11 @@ def first_order(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=Non
     """f and g only (H = 0)."""
     xr = x.detach().requires_grad_(True)
     logits = model(xr)
+    if obj.margin and not obj.smooth_max and other is None:  # the active piece, from this forward pass
+        other = obj.runner_up(logits, y, target)
     f = obj(logits, y, target, other)
     (g,) = torch.autograd.grad(f.sum(), xr)
-    return Expansion(f.detach(), g.reshape(len(x), -1), kind="none", info={"logits": logits.detach()})
+    return Expansion(f.detach(), g.reshape(len(x), -1), source="none", logits=logits.detach())
 
 
 def batched_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +129,7 @@ def exact_lowrank(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=N
     g = torch.bmm(A.transpose(1, 2), ga.unsqueeze(-1)).squeeze(-1)
     _count(model, forwards=B, gradients=B * p)
     Ha = 0.5 * (Ha + Ha.transpose(1, 2))
-    return Expansion(f, g, Q=A.transpose(1, 2), Hs=Ha, kind="exact", info={"rank": p, "form": "low-rank"})
+    return Expansion(f, g, Q=A.transpose(1, 2), Hs=Ha, source="exact")
 
 
 def exact_dense(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, other=None,
@@ -158,7 +160,7 @@ def exact_dense(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=Non
     H = torch.cat(Hs)
     H = 0.5 * (H + H.transpose(1, 2))
     _count(model, forwards=B, gradients=B, hvps=B * n)
-    return Expansion(torch.cat(fs), torch.cat(gs), H=H, kind="exact", info={"rank": n, "form": "dense"})
+    return Expansion(torch.cat(fs), torch.cat(gs), H=H, source="exact")
 
 
 def logit_jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,7 +185,7 @@ def gauss_newton(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=No
     f = obj(z, y, target, other)
     g = torch.bmm(J.transpose(1, 2), gz.unsqueeze(-1)).squeeze(-1)
     Hz = 0.5 * (Hz + Hz.transpose(1, 2))
-    return Expansion(f, g, Q=J.transpose(1, 2), Hs=Hz, kind="ggn", info={"rank": k, "form": "low-rank"})
+    return Expansion(f, g, Q=J.transpose(1, 2), Hs=Hz, source="ggn")
 
 
 def hvp_operator(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, other=None):
@@ -211,7 +213,7 @@ def krylov(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, ot
     f, g, hvp = hvp_operator(model, obj, x, y, target, other)
     k = min(k, g.shape[1])
     V, T = lanczos(g, hvp, k)
-    return Expansion(f, g, Q=V, Hs=T, kind="krylov", info={"rank": k, "form": "lanczos"})
+    return Expansion(f, g, Q=V, Hs=T, source="krylov")
 
 
 def curvature_is_zero(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, other=None,
@@ -258,17 +260,17 @@ def expand(model: nn.Module, obj: Objective, x: torch.Tensor, y: torch.Tensor,
     For margin objectives the competing class is fixed at the expansion point (`other`, default the
     current runner-up), so the expanded function is smooth.
     """
-    if obj.margin and not obj.smooth_max and other is None:
-        with torch.no_grad():
-            other = obj.runner_up(_raw(model)(x), y, target)
+    if source not in ("none", "exact", "krylov", "ggn"):
+        raise ValueError(f"unknown curvature source {source!r}; choose one of {SOURCES[:-1]}")
     if source == "none":
         return first_order(model, obj, x, y, target, other)
+    if obj.margin and not obj.smooth_max and other is None:
+        with torch.no_grad():  # through the (counting) model: this forward pass is work done
+            other = obj.runner_up(model(x), y, target)
     if source == "exact":
         if has_smooth_top(model):
             return exact_lowrank(model, obj, x, y, target, other, memory_bytes / 2)
         return exact_dense(model, obj, x, y, target, other, memory_bytes)
     if source == "krylov":
         return krylov(model, obj, x, y, target, other, k)
-    if source == "ggn":
-        return gauss_newton(model, obj, x, y, target, other)
-    raise ValueError(f"unknown curvature source {source!r}; choose one of {SOURCES}")
+    return gauss_newton(model, obj, x, y, target, other)

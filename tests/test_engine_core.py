@@ -1,0 +1,107 @@
+"""The engine's internals: the expansion cache, work counting, the curvature choice per call."""
+import pytest
+import torch
+from torch import nn
+
+from teamattack.attacks import TEAM
+from teamattack.attacks.boundary_walk import model_projection
+from teamattack.counting import CountingModel
+from teamattack.curvature import expand
+from teamattack.objectives import OBJECTIVES
+
+
+class SmoothTop(nn.Module):
+    """Piecewise-linear features, a sigmoid, a linear head (the Table I structure, tiny)."""
+
+    def __init__(self, n=12, p=6, m=4):
+        super().__init__()
+        self.features = nn.Sequential(nn.Flatten(), nn.Linear(n, 9), nn.ReLU(), nn.Linear(9, p))
+        self.smooth = nn.Sigmoid()
+        self.head = nn.Linear(p, m)
+
+    def forward(self, x):
+        return self.head(self.smooth(self.features(x)))
+
+
+@pytest.fixture
+def smooth():
+    torch.manual_seed(0)
+    model = SmoothTop().double().eval()
+    x = 0.3 + 0.4 * torch.rand(5, 1, 3, 4, dtype=torch.float64)
+    y = model(x).argmax(1)
+    return model, x, y
+
+
+@pytest.mark.parametrize("source", ["exact", "krylov", "ggn"])
+def test_recentred_expansion_solves_its_own_model_not_the_stale_one(smooth, source):
+    """After the decomposition was used (cached), a re-centred expansion must solve the re-centred
+    model: the min-norm point satisfies ITS constraint c + g'.d + 1/2 d.H d <= 0 (the walk's d_x)."""
+    model, x, y = smooth
+    obj = OBJECTIVES["T4"]
+    e = expand(model, obj, x, y, source=source, k=6)
+    assert e.rank > 0
+    big = torch.full_like(e.g, 1e3)
+    c = e.f - 0.2
+    model_projection(e, c, -big, big)                        # fills the cache from e's gradient
+    delta = 0.3 * torch.randn_like(e.g)
+    ex = e.recentred(delta)
+    fresh = type(e)(ex.f, ex.g, ex.H, ex.Q, ex.Hs, ex.source)  # same model, nothing cached
+    for r in (ex, fresh):
+        d = model_projection(r, c, -big, big)
+        value = c + (r.g * d).sum(1) + 0.5 * (d * r.matvec(d)).sum(1)
+        assert float(value.max()) <= 1e-6 * float(c.abs().max()) + 1e-9
+    torch.testing.assert_close(ex.small_eig()[1], fresh.small_eig()[1])
+    # and the re-centred model is the same function of the total perturbation
+    d = 0.1 * torch.randn_like(e.g)
+    torch.testing.assert_close(ex.phi(delta + d), e.phi(d))
+
+
+def test_expansion_is_frozen(smooth):
+    model, x, y = smooth
+    e = expand(model, OBJECTIVES["T1"], x, y, source="none")
+    with pytest.raises(Exception):
+        e.f = e.f + 1
+
+
+@pytest.mark.parametrize("source", ["none", "exact", "krylov", "ggn"])
+def test_margin_expansion_counts_its_runner_up_forward(smooth, source):
+    """Every forward pass of a margin expansion goes through the counting model, and first order
+    takes the runner-up from its own forward pass (B forwards, B gradients)."""
+    model, x, y = smooth
+    B = x.shape[0]
+    counted = CountingModel(model)
+    raw = [0]
+    handle = model.register_forward_hook(lambda m, i, o: raw.__setitem__(0, raw[0] + i[0].shape[0]))
+    try:
+        expand(counted, OBJECTIVES["margin"], x, y, source=source, k=4)
+    finally:
+        handle.remove()
+    if source == "none":
+        assert counted.forwards == B and counted.gradients == B and raw[0] == B
+    else:
+        # forwards of the full model through the counting wrapper: all of them counted
+        assert counted.forwards >= 2 * B
+        assert raw[0] <= counted.forwards
+
+
+def test_hessian_is_validated_at_construction():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    with pytest.raises(ValueError, match="hessian"):
+        TEAM(model, norm="l2", hessian="exactt")
+
+
+def test_auto_is_resolved_per_call_and_recorded():
+    """'auto' looks at each batch: zero curvature (a ReLU net's logits) -> none; a smooth net in
+    paper mode -> exact. The choice is in result.info, not frozen by the first batch."""
+    torch.manual_seed(0)
+    relu = nn.Sequential(nn.Flatten(), nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).double().eval()
+    x = torch.rand(4, 6, dtype=torch.float64)
+    attack = TEAM(relu, norm="l2", mode="paper", objective="T1")
+    first = attack(x, relu(x).argmax(1))
+    assert first.info["hessian"] == "none" and first.info["hessian_reason"]
+    # the same attack object on a smooth model next: the per-call choice follows the model
+    smooth = nn.Sequential(nn.Flatten(), nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double().eval()
+    attack.model = smooth
+    second = attack(x, smooth(x).argmax(1))
+    assert second.info["hessian"] == "exact"
+    assert not hasattr(attack, "hessian_used")
