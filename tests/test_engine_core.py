@@ -105,3 +105,59 @@ def test_auto_is_resolved_per_call_and_recorded():
     second = attack(x, smooth(x).argmax(1))
     assert second.info["hessian"] == "exact"
     assert not hasattr(attack, "hessian_used")
+
+
+def _linear(n=16, m=4, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(n, m)).double().eval()
+
+
+def test_default_is_the_strongest_mode_per_norm():
+    model = _linear()
+    assert TEAM(model, norm="l2").mode == "min-norm"
+    assert TEAM(model, norm="linf").mode == "min-norm"
+    assert TEAM(model, norm="l0").mode == "iterated"
+    assert TEAM(model, norm="l2", mode="paper").mode == "paper"
+    x = 0.5 + 0.05 * torch.rand(3, 16, dtype=torch.float64)
+    y = model(x).argmax(1)
+    torch.testing.assert_close(TEAM(model, norm="l2")(x, y).x_adv, TEAM(model, norm="l2", mode="min-norm")(x, y).x_adv)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(mode="paper", starts=3), "starts"),
+    (dict(mode="paper", steps=3), "steps"),
+    (dict(mode="min-norm", search="paper"), "search"),
+    (dict(mode="min-norm", objective="T4"), "objective"),
+    (dict(mode="iterated", overshoot=0.1), "overshoot"),
+    (dict(eps=0.5, search="paper"), "search"),
+    (dict(eps=0.5, mode="paper", steps=4), "steps"),
+    (dict(hessian="none", krylov_k=5), "krylov_k"),
+])
+def test_arguments_of_other_modes_are_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TEAM(_linear(), norm="l2", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(steps=0), "steps"), (dict(starts=1.5), "starts"), (dict(eps=-1.0), "eps"),
+    (dict(eps=float("nan")), "eps"), (dict(max_batch=0), "max_batch"), (dict(screen=-1), "screen"),
+])
+def test_budget_and_count_arguments_are_checked(kwargs, match):
+    from teamattack.validation import InputError
+
+    with pytest.raises(InputError, match=match):
+        TEAM(_linear(), norm="l2", **kwargs)
+
+
+def test_cli_attack_defaults_to_the_strongest_mode():
+    import argparse
+
+    from teamattack.cli import attack as cli_attack
+
+    parser = argparse.ArgumentParser()
+    cli_attack.register(parser.add_subparsers())
+    for norm, mode in (("l2", "min-norm"), ("linf", "min-norm"), ("l0", "iterated")):
+        spec = cli_attack.spec_from_args(parser.parse_args(["attack", "--norm", norm]))
+        assert spec.name == f"team-{mode}-{norm}" and spec.settings["mode"] == mode
+    spec = cli_attack.spec_from_args(parser.parse_args(["attack", "--mode", "paper"]))
+    assert spec.settings["mode"] == "paper"

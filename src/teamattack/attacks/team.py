@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -33,8 +35,11 @@ from .. import subproblems as sp
 from ..counting import CountingModel
 from ..curvature import SOURCES, Expansion, choose, expand
 from ..objectives import Objective, get_objective
+from ..validation import check_number
 from .base import Attack
 from .boundary_walk import ExpandFn, boundary_walk, segment_boundary
+
+Walk = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
 from .pixel_pruning import prune_pixels
 from .search import bracket_and_refine, paper_schedule
 
@@ -60,38 +65,83 @@ def _pixel_groups(x: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
+@dataclass(frozen=True)
+class SearchConfig:
+    """Paper and iterated modes (no eps): the radius search on each expansion."""
+
+    search: str = "bracket"             # "bracket" | "paper" (the papers' C schedule)
+    max_radius: float | None = None     # largest budget tried (default per norm: _RANGE, all pixels)
+    per_pass: int = 8                   # radii judged in one batched forward pass
+    rounds: int = 3                     # refinement rounds of the bracket
+    box_iters: int = 30                 # iterations of the box-constrained subproblem solvers
+
+
+@dataclass(frozen=True)
+class WalkConfig:
+    """Min-norm mode: the boundary walk (teamattack.attacks.boundary_walk)."""
+
+    steps: int = 40                     # the length of the walk that goes furthest
+    starts: int = 6                     # untargeted walks per image (strongest other classes)
+    screen: int = 8                     # steps every start walks before only the best goes on
+    overshoot: float = 0.02             # initial aim beyond the model's boundary (adapted per example)
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """Fixed budget (eps given, every mode but paper): the objective minimised inside eps."""
+
+    eps: float
+    steps: int = 10                     # trust-region iterations
+    box_iters: int = 30
+
+
+# the keyword arguments each mode takes (besides model, norm, objective, targeted, hessian, mode, eps,
+# krylov_k, max_batch); any other one given explicitly is rejected
+_MODE_ARGS = {
+    "paper": ("search", "max_radius", "per_pass", "rounds", "box_iters"),
+    "iterated": ("steps", "search", "max_radius", "per_pass", "rounds", "box_iters"),
+    "min-norm": ("steps", "starts", "screen", "overshoot"),
+    "paper+eps": ("box_iters",),
+    "budget": ("steps", "box_iters", "starts", "screen", "overshoot"),
+}
+
+
+def default_mode(norm: str) -> str:
+    """The strongest minimum-norm mode for a norm: the boundary walk (L2, Linf), iterated (L0)."""
+    return "iterated" if norm == "l0" else "min-norm"
+
+
 class TEAM(Attack):
-    """Second-order Taylor-expansion attack.
+    """Second-order Taylor-expansion attack (see the module docstring and docs/engine.md).
+
+    `TEAM(model, norm)` is the strongest minimum-norm attack the library has for that norm (the
+    boundary walk for L2 / Linf, the iterated search with the pixel clean-up for L0); the papers'
+    algorithm is `mode="paper"`; with `eps` it is a fixed-budget attack. Arguments that do not
+    apply to the chosen mode are rejected.
 
     Args:
         model: classifier taking inputs in [0, 1], in eval mode.
         norm: "l2", "linf" or "l0" (L0 counts changed pixel positions).
-        objective: "T1".."T6" or "margin" (SPEC 2); default T1 untargeted, T2 targeted.
+        objective: "T1".."T6" or "margin" (SPEC 2); default T1 untargeted, T2 targeted. Paper and
+            iterated modes (the walk uses the decision margin).
         targeted: attack toward `target` passed at call time.
-        hessian: "exact" | "krylov" | "ggn" | "none" | "auto" (see teamattack.curvature).
-        mode: "iterated" (default) | "paper" | "min-norm" (see module docstring).
-        search: "bracket" (default: log-spaced bracketing then refinement) or "paper"
-            (C = 0.5, 0.6, ... for L2; 0.01 steps for Linf; 1 pixel steps for L0).
-        eps: fixed budget. When given, no radius search: the attack minimises the objective within
-            eps (paper: one expansion; iterated: trust-region steps).
-        max_radius: largest budget the search tries (default: 10 for L2, 0.5 for Linf, all
-            pixels for L0).
-        krylov_k: Lanczos steps (Hessian-vector products) for hessian="krylov".
-        steps: expansions per run: iterated mode (default 10); min-norm mode, the length of the
-            walk that goes on after the screening (default 40).
-        starts: min-norm mode, untargeted: walks per image, toward the strongest other classes at
-            x (default 6).
-        screen: min-norm mode, untargeted: each start first walks `screen` steps (default 8), then
-            only the best walk per image takes `steps - screen` more (default: 6 x 8 + 32 = 80
-            gradients per image). 0: every start walks `steps`. Targeted: one walk of the same
-            number of expansions (boundary_walk.walk_budget).
-        per_pass: radii checked in one batched forward pass; rounds: refinement rounds.
-        overshoot: min-norm mode: initial aim beyond the model's boundary (relative, adapted per
-            example as the walk goes).
-        box_iters: iterations of the box-constrained subproblem solvers.
-        max_batch: examples processed together; larger batches are split, which bounds the memory
-            of the curvature and the box solvers (64 MNIST images in min-norm mode with the exact
-            Hessian: 315 MB peak).
+        hessian: "exact" | "krylov" | "ggn" | "none" | "auto" (see teamattack.curvature); "auto"
+            is decided for each call and recorded in `result.info["hessian"]`.
+        mode: None (default: `default_mode(norm)`) | "paper" | "iterated" | "min-norm".
+        eps: fixed budget. Paper mode: one expansion, its subproblem solved at eps; every other
+            mode: the fixed-budget attack (`TEAM.fixed_budget`).
+        steps: iterations of the mode's outer loop, one expansion each: iterated, the expansions
+            (default 10); min-norm, the length of the longest walk (default 40); with eps, the
+            fixed-budget iterations (default 10). Not taken by paper mode (one expansion).
+        starts, screen, overshoot: min-norm (and the walk of the fixed-budget attack), see
+            `WalkConfig` and teamattack.attacks.boundary_walk: 6 starts screened for 8 steps,
+            then the best walks on (6 x 8 + 32 = 80 gradients per image untargeted; a targeted
+            walk gets the same number of steps).
+        search, max_radius, per_pass, rounds: paper and iterated radius search (`SearchConfig`).
+        box_iters: iterations of the box-constrained subproblem solvers (paper, iterated, eps).
+        krylov_k: Lanczos steps (Hessian-vector products) for hessian="krylov" (or "auto").
+        max_batch: examples processed together; larger batches are split (bounds the memory of
+            the curvature and the box solvers; results do not depend on it).
     """
 
     name = "team"
@@ -103,47 +153,76 @@ class TEAM(Attack):
         objective: str | None = None,
         targeted: bool = False,
         hessian: str = "auto",
-        mode: str = "iterated",
-        search: str = "bracket",
+        mode: str | None = None,
         eps: float | None = None,
-        max_radius: float | None = None,
-        krylov_k: int = 20,
+        *,
         steps: int | None = None,
-        starts: int = 6,
-        screen: int = 8,
-        per_pass: int = 8,
-        rounds: int = 3,
-        overshoot: float = 0.02,
-        box_iters: int = 30,
+        starts: int | None = None,
+        screen: int | None = None,
+        overshoot: float | None = None,
+        search: str | None = None,
+        max_radius: float | None = None,
+        per_pass: int | None = None,
+        rounds: int | None = None,
+        box_iters: int | None = None,
+        krylov_k: int | None = None,
         max_batch: int = 128,
     ) -> None:
         super().__init__(model, targeted)
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        mode = default_mode(norm) if mode is None else mode
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if search not in ("bracket", "paper"):
-            raise ValueError("search must be 'bracket' or 'paper'")
-        if mode == "min-norm" and norm == "l0":
-            raise ValueError("mode='min-norm' walks the boundary in L2 or Linf; for L0 use mode='iterated'")
-        if mode == "min-norm" and norm == "linf" and hessian not in ("auto", "none"):
-            raise ValueError("the Linf min-norm walk uses the first-order model: hessian='none' or 'auto'")
+            raise ValueError(f"mode must be one of {MODES} (or None), got {mode!r}")
         if hessian not in SOURCES:
             raise ValueError(f"hessian must be one of {SOURCES}, got {hessian!r}")
-        if mode == "min-norm" and eps is not None:
-            raise ValueError("mode='min-norm' finds the smallest perturbation; it takes no eps")
+        eps = check_number("eps", eps, low=0.0, strict=True, allow_none=True)
+        if mode == "min-norm" and norm == "l0":
+            raise ValueError("mode='min-norm' walks the boundary in L2 or Linf; for L0 use mode='iterated'")
+        if mode == "min-norm" and eps is None and norm == "linf" and hessian not in ("auto", "none"):
+            raise ValueError("the Linf min-norm walk uses the first-order model: hessian='none' or 'auto'")
+        given = {k: v for k, v in dict(steps=steps, starts=starts, screen=screen, overshoot=overshoot,
+                                      search=search, max_radius=max_radius, per_pass=per_pass,
+                                      rounds=rounds, box_iters=box_iters).items() if v is not None}
+        kind = ("paper+eps" if mode == "paper" else "budget") if eps is not None else mode
+        wrong = sorted(set(given) - set(_MODE_ARGS[kind]))
+        if wrong:
+            what = {"paper+eps": "mode='paper' with eps", "budget": "the fixed-budget attack (eps)"}.get(kind, f"mode={mode!r}")
+            raise ValueError(f"{', '.join(wrong)} {'does' if len(wrong) == 1 else 'do'} not apply to {what}")
+        if krylov_k is not None and hessian not in ("krylov", "auto"):
+            raise ValueError("krylov_k applies to hessian='krylov' (or 'auto') only")
+        if objective is not None and mode == "min-norm" and eps is None:
+            raise ValueError("the min-norm walk uses the decision margin: objective does not apply")
+        num = lambda name, v, **kw: v if v is None else check_number(name, v, **kw)
+        given = {k: num(k, v, low=1, integer=True) if k in ("steps", "starts", "per_pass", "box_iters") else v
+                 for k, v in given.items()}
+        for k in ("screen", "rounds"):
+            if k in given:
+                given[k] = check_number(k, given[k], low=0, integer=True)
+        if "overshoot" in given:
+            given["overshoot"] = check_number("overshoot", given["overshoot"], low=0.0)
+        if "max_radius" in given:
+            given["max_radius"] = check_number("max_radius", given["max_radius"], low=0.0, strict=True)
+        if given.get("search", "bracket") not in ("bracket", "paper"):
+            raise ValueError("search must be 'bracket' or 'paper'")
+        self.krylov_k = check_number("krylov_k", 20 if krylov_k is None else krylov_k, low=1, integer=True)
+        self.max_batch = check_number("max_batch", max_batch, low=1, integer=True)
+
         objective = objective or ("T2" if targeted else "T1")
         self.objective: Objective = get_objective(objective)
         if self.objective.targeted != targeted:
             raise ValueError(f"objective {objective} is {'targeted' if self.objective.targeted else 'untargeted'}"
                              f" but targeted={targeted}")
-        self.norm, self.mode, self.search, self.hessian = norm, mode, search, hessian
-        self.eps, self.max_radius, self.krylov_k = eps, max_radius, krylov_k
-        self.steps = int(steps if steps is not None else (40 if mode == "min-norm" else 10))
-        self.starts, self.screen = max(1, int(starts)), max(0, int(screen))
-        self.per_pass, self.rounds = per_pass, rounds
-        self.overshoot, self.box_iters = overshoot, box_iters
-        self.max_batch = max(1, int(max_batch))
+        self.norm, self.mode, self.hessian, self.eps = norm, mode, hessian, eps
+        pick = lambda cls, skip=(): cls(**{k: v for k, v in given.items() if k in cls.__dataclass_fields__ and k not in skip})
+        self.search_config = pick(SearchConfig)
+        self.walk_config = pick(WalkConfig, skip=("steps",) if eps is not None else ())
+        self.budget_config = pick_budget = None
+        if eps is not None and mode != "paper":
+            self.budget_config = pick_budget = BudgetConfig(eps, **{k: v for k, v in given.items() if k in ("steps", "box_iters")})
+        # steps: the outer loop's iterations in this mode (one expansion each)
+        self.steps = (pick_budget.steps if pick_budget is not None else
+                      {"paper": 1, "iterated": given.get("steps", 10), "min-norm": self.walk_config.steps}[mode])
         self.name = f"team-{mode}-{norm}"
 
     # ------------------------------------------------------------------ curvature
@@ -189,12 +268,12 @@ class TEAM(Attack):
         if self.norm == "l2":
             _, g_hat, ev, _ = e.small_eig()
             d_trs = sp.trust_region_eig(g_hat, ev, e.eigenvectors(), radii.to(e.g.dtype)).reshape(B * K, n)
-            d = sp.trust_region_box(g, mv, r, lower, upper, iters=self.box_iters, trs=d_trs)
+            d = sp.trust_region_box(g, mv, r, lower, upper, iters=self._box_iters, trs=d_trs)
         elif self.norm == "linf":
             d = sp.box_qp(g, mv, torch.maximum(lower, -r[:, None]), torch.minimum(upper, r[:, None]),
-                          iters=self.box_iters)
+                          iters=self._box_iters)
         else:
-            d = sp.l0_search(g, mv, r.round().long(), lower, upper, groups=_pixel_groups(x), iters=self.box_iters)
+            d = sp.l0_search(g, mv, r.round().long(), lower, upper, groups=_pixel_groups(x), iters=self._box_iters)
         return d.reshape(B, K, n)
 
     def _succeeded(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
@@ -204,7 +283,7 @@ class TEAM(Attack):
         lo, hi = _RANGE[self.norm]
         if self.norm == "l0":
             hi = float(x[0, 0].numel() if (x.dim() == 4 and x.shape[1] > 1) else x[0].numel())
-        return lo, float(self.max_radius or hi)
+        return lo, float(self.search_config.max_radius or hi)
 
     # ------------------------------------------------------------------ modes
     def run(self, model: CountingModel, x, y, target):
@@ -219,21 +298,48 @@ class TEAM(Attack):
         return torch.cat(outs), torch.cat(radii), {"hessian": source, "hessian_reason": why}
 
     def _run_batch(self, model: CountingModel, expand_fn: ExpandFn, x, y, target):
+        if self.mode == "paper" and self.eps is not None:   # one expansion, its subproblem at eps
+            radius = torch.full((x.shape[0],), float(self.eps), device=x.device, dtype=x.dtype)
+            e = expand_fn(model, self.objective, x, y, target)
+            d = self._solve_many(e, x, radius[:, None])[:, 0]
+            return (x + d.reshape(x.shape)).clamp(0, 1), radius
         if self.eps is not None:
             radius = torch.full((x.shape[0],), float(self.eps), device=x.device, dtype=x.dtype)
-            if self.mode == "paper":
-                e = expand_fn(model, self.objective, x, y, target)
-                d = self._solve_many(e, x, radius[:, None])[:, 0]
-                return (x + d.reshape(x.shape)).clamp(0, 1), radius
-            return self._trust_region_run(model, expand_fn, x, y, target, radius), radius
+            return self.fixed_budget(model, expand_fn, x, y, target), radius
         if self.mode == "min-norm":
-            return boundary_walk(model, expand_fn, x, y, target, norm=self.norm, steps=self.steps,
-                                 starts=self.starts, screen=self.screen, overshoot=self.overshoot)
+            return self.walk(model, expand_fn)(x, y, target)
         best, best_r = self._smallest_budget(model, expand_fn, x, y, target)
         if self.norm == "l0" and self.mode == "iterated":  # reset the pixels the network does not need
             best = prune_pixels(model, x, best, y, target, groups=_pixel_groups(x))
             best_r = torch.where(torch.isnan(best_r), best_r, self._distance(best, x).to(best_r.dtype))
         return best, best_r
+
+    def walk(self, model: CountingModel, expand_fn: ExpandFn) -> Walk:
+        """TEAM's minimum-norm walk bound to this attack's settings: walk(x, y, target) -> (x_adv, distance).
+
+        L2 / Linf only; distance is NaN where no adversarial point was found (then x_adv = x).
+        """
+        c = self.walk_config
+
+        def walk_fn(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            return boundary_walk(model, expand_fn, x, y, target, norm=self.norm, steps=c.steps,
+                                 starts=c.starts, screen=c.screen, overshoot=c.overshoot)
+
+        return walk_fn
+
+    def fixed_budget(self, model: CountingModel, expand_fn: ExpandFn, x, y, target) -> torch.Tensor:
+        """The fixed-budget attack (eps given, every mode but paper): x_adv inside eps and the box.
+
+        The one seam of the eps path. Today: trust-region iterations of the second-order model
+        (`_trust_region_run`); `self.walk(model, expand_fn)` is the min-norm walk a fixed-budget
+        algorithm may start from.
+        """
+        radius = torch.full((x.shape[0],), float(self.eps), device=x.device, dtype=x.dtype)
+        return self._trust_region_run(model, expand_fn, x, y, target, radius)
+
+    @property
+    def _box_iters(self) -> int:
+        return (self.budget_config or self.search_config).box_iters
 
     def _smallest_budget(self, model, expand_fn: ExpandFn, x, y, target):
         """Radius search on the expansion; iterated: re-expand and search again.
@@ -250,7 +356,7 @@ class TEAM(Attack):
         best = x.clone()
         best_r = torch.full((B,), float("inf"), device=x.device, dtype=torch.float64)
         centre = torch.zeros_like(xf)
-        steps = 1 if self.mode == "paper" else self.steps
+        steps = self.steps
         sub = lambda t, i: None if t is None else t[i]
         for step in range(steps):
             if step == 0:
@@ -295,14 +401,14 @@ class TEAM(Attack):
             return cands, self._succeeded(logits, rep(y), rep(target)).reshape(B, K)
 
         found = torch.isfinite(best_r)
-        if self.search == "paper":
+        if self.search_config.search == "paper":
             start, step = _PAPER[self.norm]
-            res = paper_schedule(evaluate, x, start, step, hi_default, per_pass=self.per_pass,
+            res = paper_schedule(evaluate, x, start, step, hi_default, per_pass=self.search_config.per_pass,
                                  integer=self.norm == "l0")
         else:
             hi = torch.where(found, best_r, torch.full_like(best_r, hi_default))
             lo = torch.where(found, (0.25 * best_r).clamp_min(lo_default), torch.full_like(best_r, lo_default))
-            res = bracket_and_refine(evaluate, x, lo, hi, per_pass=self.per_pass, rounds=self.rounds,
+            res = bracket_and_refine(evaluate, x, lo, hi, per_pass=self.search_config.per_pass, rounds=self.search_config.rounds,
                                      integer=self.norm == "l0")
         radius = res.radius.double()
         better = res.success & (radius < best_r)
@@ -313,7 +419,7 @@ class TEAM(Attack):
         """Trust-region step from xc: K step radii at once; returns (new centre, best, best_r)."""
         B = x.shape[0]
         lo_default, hi_default = self._limits(x)
-        K = self.per_pass
+        K = self.search_config.per_pass
         frac = torch.linspace(0, 1, K, device=x.device, dtype=torch.float64)
         radii = torch.exp(math.log(lo_default) + frac * (math.log(hi_default) - math.log(lo_default)))
         radii = radii.to(x.dtype).expand(B, K)

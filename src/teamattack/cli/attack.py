@@ -21,10 +21,12 @@ def register(sub) -> None:
                    help="team | gauss-newton | fgsm | ifgsm | a peer preset name (see teamattack.baselines.PRESETS)")
     p.add_argument("--norm", default="l2", choices=["l2", "linf", "l0"], help="TEAM's norm")
     p.add_argument("--objective", default=None, help="TEAM objective T1..T6 or margin (default T1 / T2 targeted)")
-    p.add_argument("--mode", default="iterated", choices=["paper", "iterated", "min-norm"], help="TEAM mode")
+    p.add_argument("--mode", default=None, choices=["paper", "iterated", "min-norm"],
+                   help="TEAM mode (default: the strongest for the norm: min-norm for l2 / linf, iterated for l0)")
     p.add_argument("--hessian", default="auto", choices=["auto", "exact", "krylov", "ggn", "none"],
                    help="TEAM curvature source")
-    p.add_argument("--search", default="bracket", choices=["bracket", "paper"], help="TEAM radius search")
+    p.add_argument("--search", default=None, choices=["bracket", "paper"],
+                   help="TEAM radius search, paper / iterated modes (default bracket)")
     p.add_argument("--steps", type=int, default=None, help="TEAM / Gauss-Newton iterations")
     p.add_argument("--eps", type=float, default=None, help="fixed budget (TEAM, FGSM family, fixed-eps peers)")
     p.add_argument("--targeted", action="store_true", help="targeted attack")
@@ -40,12 +42,17 @@ def spec_from_args(args):
 
     name = args.attack.lower()
     if name == "team":
-        kw = {"mode": args.mode, "hessian": args.hessian, "search": args.search}
+        from ..attacks.team import default_mode
+
+        mode = args.mode or default_mode(args.norm)
+        kw = {"mode": mode, "hessian": args.hessian}
+        if args.search is not None:
+            kw["search"] = args.search
         if args.objective:
             kw["objective"] = args.objective
         if args.steps:
             kw["steps"] = args.steps
-        spec = team_spec(f"team-{args.mode}-{args.norm}", args.norm, **kw)
+        spec = team_spec(f"team-{mode}-{args.norm}", args.norm, **kw)
         if args.eps is not None:
             from dataclasses import replace
             spec = replace(spec, kind=BUDGET, eps=args.eps)

@@ -28,8 +28,8 @@ def attacks(model):
         ("fgsm (eps 0.1)", "linf", FGSM(model, eps=0.1)),
         ("team paper L2", "l2", TEAM(model, norm="l2", mode="paper")),
         ("team min-norm L2", "l2", TEAM(model, norm="l2", mode="min-norm")),
-        ("team iterated L2", "l2", TEAM(model, norm="l2")),
-        ("team iterated Linf", "linf", TEAM(model, norm="linf")),
+        ("team iterated L2", "l2", TEAM(model, norm="l2", mode="iterated")),
+        ("team iterated Linf", "linf", TEAM(model, norm="linf", mode="iterated")),
         ("team min-norm Linf", "linf", TEAM(model, norm="linf", mode="min-norm")),
         ("team iterated L0", "l0", TEAM(model, norm="l0")),
     ]
