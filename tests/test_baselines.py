@@ -181,7 +181,7 @@ def test_mdi2fgsm_needs_images(digits):
 
 
 def test_fgsm_matches_teamattack(digits):
-    from teamattack.attacks.fgsm import FGSM
+    from teamattack.paper import FGSM
 
     model, x, y, target = digits
     for t, kw in ((None, {}), (target, {"targeted": True})):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import train_digits_mlp
 
-from teamattack.attacks import FGSM, IFGSM
+from teamattack.paper import FGSM, IFGSM
 from teamattack.bench import harness
 from teamattack.bench import records as R
 from teamattack.bench.suites import BUDGET, AttackSpec, SuiteError, get_suite

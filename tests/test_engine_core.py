@@ -161,3 +161,88 @@ def test_cli_attack_defaults_to_the_strongest_mode():
         assert spec.name == f"team-{mode}-{norm}" and spec.settings["mode"] == mode
     spec = cli_attack.spec_from_args(parser.parse_args(["attack", "--mode", "paper"]))
     assert spec.settings["mode"] == "paper"
+
+
+# ----------------------------------------------------------------------------- batch independence
+def _models():
+    torch.manual_seed(1)
+    conv = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 3 * 3, 4)).double().eval()
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 4)).double().eval()
+    return [(conv, (2, 5, 5)), (mlp, (12,)), (mlp, (3, 4))]
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(norm="l2"), dict(norm="linf"), dict(norm="l2", targeted=True),
+    dict(norm="l2", mode="paper"), dict(norm="l2", mode="iterated", steps=3), dict(norm="l0", steps=2),
+    dict(norm="linf", eps=0.05),
+], ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+def test_batch_independence(kwargs):
+    """attack(x)[i] == attack(x[i:i+1]) for batches of 1, 3 and 8, across the max_batch split and
+    input ranks 2, 3 and 4 (every mode is deterministic)."""
+    kw = dict(kwargs)
+    if kw.get("mode") is None and kw["norm"] in ("l2", "linf") and "eps" not in kw:
+        kw.update(steps=6, starts=2, screen=2)
+    for model, shape in _models():
+        gen = torch.Generator().manual_seed(2)
+        x = 0.2 + 0.6 * torch.rand(8, *shape, generator=gen, dtype=torch.float64)
+        y = model(x).argmax(1)
+        target = (y + 1) % 4 if kw.get("targeted") else None
+        whole = TEAM(model, hessian="none", **kw)(x, y, target).x_adv
+        split = TEAM(model, hessian="none", max_batch=3, **kw)(x, y, target).x_adv
+        torch.testing.assert_close(split, whole, rtol=0, atol=1e-9)
+        for sl in (slice(0, 1), slice(2, 5), slice(5, 6)):
+            part = TEAM(model, hessian="none", **kw)(x[sl], y[sl], None if target is None else target[sl]).x_adv
+            torch.testing.assert_close(part, whole[sl], rtol=0, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- exact work counts
+def _analytic(m=4, n=10, seed=3):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(n, m)).double().eval()
+    x = 0.4 + 0.2 * torch.rand(6, n, dtype=torch.float64)
+    return model, x, model(x).argmax(1)
+
+
+def test_walk_counts_are_exact():
+    """Untargeted: B (classes at x) + one forward per expansion + one verdict per walk and phase
+    + 10 bisection steps; a gradient per expansion (walk_budget). Targeted: one walk of that length."""
+    from teamattack.attacks.boundary_walk import walk_budget
+
+    model, x, y = _analytic()
+    B, T, S, s = x.shape[0], 9, 3, 2
+    res = TEAM(model, norm="l2", hessian="none", steps=T, starts=S, screen=s)(x, y)
+    assert bool(res.success.all())
+    budget = walk_budget(T, S, s)
+    assert res.counters.gradients == B * budget == B * (S * s + T - s)
+    assert res.counters.forwards == B * (1 + budget + S + 1 + 10)
+    assert res.counters.hvps == 0
+    t = (y + 1) % 4
+    res = TEAM(model, norm="l2", hessian="none", targeted=True, steps=T, starts=S, screen=s)(x, y, t)
+    assert bool(res.success.all())
+    assert res.counters.gradients == B * budget
+    assert res.counters.forwards == B * (budget + 1 + 10)
+
+
+def test_paper_and_iterated_counts_are_exact():
+    """Paper: one expansion (1 forward, 1 gradient), then 8 radii x (1 + 3 rounds) judged in batched
+    forwards. Iterated: each later step re-expands at the boundary (6 bisection forwards, 1 forward
+    and 1 gradient) and searches again (8 x 4 forwards)."""
+    model, x, y = _analytic()
+    B = x.shape[0]
+    res = TEAM(model, norm="l2", mode="paper", hessian="none")(x, y)
+    assert bool(res.success.all())
+    assert (res.counters.forwards, res.counters.gradients) == (B * (1 + 32), B)
+    T = 3
+    res = TEAM(model, norm="l2", mode="iterated", hessian="none", steps=T)(x, y)
+    assert bool(res.success.all())
+    assert (res.counters.forwards, res.counters.gradients) == (B * (33 + (T - 1) * (6 + 1 + 32)), B * T)
+
+
+def test_auto_probe_is_counted():
+    """hessian='auto' decides with one Hessian-vector product on (up to) 4 examples: counted."""
+    model, x, y = _analytic()
+    auto = TEAM(model, norm="l2", mode="paper")(x, y)
+    none = TEAM(model, norm="l2", mode="paper", hessian="none")(x, y)
+    assert auto.info["hessian"] == "none"
+    assert auto.counters.hvps - none.counters.hvps == 4
+    assert auto.counters.forwards - none.counters.forwards == 4

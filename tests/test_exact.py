@@ -10,7 +10,7 @@ import torch
 from conftest import train_digits_mlp
 from torch import nn
 
-from teamattack.attacks import FGSM
+from teamattack.paper import FGSM
 from teamattack.bench import exact as X
 from teamattack.bench import harness
 from teamattack.bench.suites import BUDGET, AttackSpec

@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from teamattack.attacks.cw import CWL2, cw_hinge
-from teamattack.attacks.fgsm import FGSM, IFGSM
+from teamattack.paper import CWL2, FGSM, IFGSM, cw_hinge
 from teamattack.cli import build_parser, main
 from teamattack.experiments import REGISTRY, load_all, math_paper
 from teamattack.experiments.common import fgsm_at, fgsm_direction
@@ -90,7 +89,7 @@ def test_ifgsm_callback_records_every_iteration():
     model = _pixel_model()
     x, y = _fake_cifar()("cifar10", n=4)
     seen = []
-    res = IFGSM(model, step=0.02, steps=5, radius=0.05, callback=lambda m, xa: seen.append((m, xa.clone())))(x, y)
+    res = IFGSM(model, step=0.02, steps=5, eps=0.05, callback=lambda m, xa: seen.append((m, xa.clone())))(x, y)
     assert [m for m, _ in seen] == [1, 2, 3, 4, 5]
     assert torch.equal(seen[-1][1], res.x_adv)
     assert all(float((xa - x).abs().max()) <= 0.05 + 1e-6 for _, xa in seen)

@@ -4,7 +4,9 @@ import torch
 from torch import nn
 
 import teamattack as ta
-from teamattack.attacks import FGSM, TEAM, GaussNewton
+from teamattack.attacks import TEAM, GaussNewton
+from teamattack.goal import Goal
+from teamattack.paper import FGSM
 from teamattack.validation import InputError
 
 
@@ -304,7 +306,7 @@ def test_pixel_pruning_resets_whole_colour_pixels_and_is_teams_last_step():
     attack = TEAM(model, norm="l0", hessian="none", steps=2)
     res = attack(x, y)
     assert bool(res.success.all())
-    searched = attack._smallest_budget(CountingModel(model), attack._expander("none"), x, y, None)[0]
+    searched = attack._smallest_budget(CountingModel(model), attack._expander("none"), x, Goal(y))[0]
     out = prune_pixels(model, x, searched, y, groups=_pixel_groups(x))
     whole = (out == x).all(1) | (out == searched).all(1)
     assert bool(whole.all())

@@ -6,24 +6,26 @@
     result = ta.TEAM(model, norm="l2")(x, y)
     result.x_adv, result.success, result.l2
 """
-from . import data, metrics, objectives, zoo
-from .attacks import CWL2, FGSM, IFGSM, TEAM, Attack, GaussNewton
+from . import curvature, data, metrics, objectives, paper, subproblems, zoo
+from .attacks import TEAM, Attack, GaussNewton
+from .goal import Goal
 from .result import AttackResult, Counters
 from .validation import InputError
 
 __all__ = [
-           "CWL2",
-           "FGSM",
-           "IFGSM",
            "TEAM",
            "Attack",
            "AttackResult",
            "Counters",
            "GaussNewton",
+           "Goal",
            "InputError",
+           "curvature",
            "data",
            "metrics",
            "objectives",
+           "paper",
+           "subproblems",
            "zoo",
 ]
 __version__ = "0.1.0"

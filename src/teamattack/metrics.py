@@ -1,10 +1,12 @@
-"""Distances, PSNR, success and summary statistics (SPEC section 8)."""
+"""Distances, PSNR, success and summary statistics (the protocol: docs/bench.md)."""
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
 
 import torch
+
+from .goal import Goal
 
 
 def _flat(d: torch.Tensor) -> torch.Tensor:
@@ -51,8 +53,9 @@ def is_adversarial(
     batch_size: int = 500,
 ) -> torch.Tensor:
     """Fresh forward pass: misclassified (untargeted) or classified as `target` (targeted)."""
-    preds = torch.cat([model(x_adv[i : i + batch_size]).argmax(1) for i in range(0, len(x_adv), batch_size)])
-    return preds == target if target is not None else preds != y
+    goal = Goal(y, target)
+    return torch.cat([goal[i:i + batch_size].reached(model(x_adv[i:i + batch_size]))
+                      for i in range(0, len(x_adv), batch_size)])
 
 
 def stats(values: Iterable[float]) -> dict[str, float | None]:

@@ -1,4 +1,4 @@
-"""Attack objectives (SPEC section 2), each written as a per-example function to MINIMISE.
+"""Attack objectives (T1-T6 of Qian et al., "TEAM: We Need More Powerful Adversarial Examples for DNNs"; docs/engine.md), each written as a per-example function to MINIMISE.
 
 | name          | targeted | minimise                          |
 |---------------|----------|-----------------------------------|
@@ -99,9 +99,10 @@ def get_objective(name: str) -> Objective:
 
 
 def decision_margin(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-    """Signed distance-to-success in logit space: < 0 exactly where the attack has succeeded.
+    """Signed distance-to-success in logit space (`Goal.margin`): < 0 where the attack has succeeded.
 
     Untargeted: Z_y - max_{i!=y} Z_i. Targeted: max_{i!=t} Z_i - Z_t.
     """
-    obj = OBJECTIVES["T3"] if target is not None else OBJECTIVES["margin"]
-    return obj(logits, y, target)
+    from .goal import Goal
+
+    return Goal(y, target).margin(logits)

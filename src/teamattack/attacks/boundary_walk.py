@@ -13,7 +13,7 @@ worse without succeeding halves the next one, any other step doubles it (without
 from x on a hard target jumped between linear regions and never arrived). alpha_k follows a
 cosine schedule from `alpha[0]` to `alpha[1]`: early steps jump (d_x is the
 model's whole answer), late steps creep, which is what a piecewise-linear boundary needs (the
-model is exact only inside the current linear region; SPEC 12). The model's boundary is aimed a
+model is exact only inside the current linear region; docs/engine.md). The model's boundary is aimed a
 little beyond the true one, by an overshoot that adapts per example: it grows while the true
 network still says "not adversarial" and shrinks once it says "adversarial". Only points the true
 network calls adversarial are kept; the smallest wins, and a final bisection on the segment from
@@ -22,16 +22,12 @@ x toward it removes the leftover overshoot.
 Global phase: untargeted runs start `starts` walks per image, walk k on the margin Z_y - Z_{c_k}
 of the k-th strongest other class at x (the local walks end in different basins; the smallest
 verified result wins). Screening: every start first takes a short walk of its own (`screen`
-steps), and only the best per image goes on (measured on 256 MNIST images: a 10-step walk toward
-each of the 9 classes picks the class whose 100-step walk wins for 92% of them, and the
-strongest class at x wins for only 60%). Targeted runs walk one start on the smooth max
+steps), and only the best per image goes on. Targeted runs walk one start on the smooth max
 tau log sum_{i!=t} exp(Z_i / tau) - Z_t (objective T3-lse), its temperature annealed from 1 to 0.03
-over the walk: with the plain max from the start the walk follows whichever competitor leads at
-the moment and zigzags between them (a digit 2 -> 0 that 50 steps never reached); with tau = 1 to
-the end it stops on the smooth max's zero set, which lies inside the target's region (logsumexp
-> max), short of the true boundary. Measured on digits, all 9 targets of 60 images, 80 steps:
-median over images of the mean / worst target L2 0.845 / 1.151 with tau = 1, 0.844 / 1.175 with
-the plain max, 0.814 / 1.125 annealed 1 -> 0.03 (C&W 9x1000: 0.813 / 1.130).
+over the walk: the plain max from the start follows whichever competitor leads at the moment and
+zigzags between them; with tau = 1 to the end the walk stops on the smooth max's zero set, which
+lies inside the target's region (logsumexp > max), short of the true boundary. docs/engine.md
+gives the measurements behind each of these choices.
 
 With H = 0 both subproblems are solved exactly, in the attack's norm (`subproblems.min_norm_box`);
 with curvature (L2 only) the quadratic constraint is solved exactly without the box
@@ -48,6 +44,7 @@ import torch
 
 from .. import subproblems as sp
 from ..counting import CountingModel
+from ..goal import Goal
 from ..curvature import Expansion
 from ..objectives import get_objective
 
@@ -69,15 +66,15 @@ def model_projection(e: Expansion, c: torch.Tensor, lower: torch.Tensor, upper: 
     return sp.min_norm_eig(g_hat, ev, e.eigenvectors(), c).clamp(lower, upper)
 
 
-def segment_boundary(model: CountingModel, x: torch.Tensor, xa: torch.Tensor, success, iters: int) -> torch.Tensor:
-    """Bisection on [x, xa] (xa adversarial): the adversarial end closest to x."""
+def segment_boundary(model: CountingModel, x: torch.Tensor, xa: torch.Tensor, goal: Goal, iters: int) -> torch.Tensor:
+    """Bisection on [x, xa] (xa reaches `goal`): the end closest to x that still reaches it."""
     shape = (-1,) + (1,) * (x.dim() - 1)
     lo = torch.zeros(len(x), device=x.device, dtype=x.dtype)
     hi = torch.ones_like(lo)
     for _ in range(iters):
         mid = (lo + hi) / 2
         with torch.no_grad():
-            ok = success(model(x + mid.view(shape) * (xa - x)))
+            ok = goal.reached(model(x + mid.view(shape) * (xa - x)))
         hi = torch.where(ok, mid, hi)
         lo = torch.where(ok, lo, mid)
     return x + hi.view(shape) * (xa - x)
@@ -86,10 +83,11 @@ def segment_boundary(model: CountingModel, x: torch.Tensor, xa: torch.Tensor, su
 class _Walks:
     """The state of R walks (rows) and their steps; `advance` moves a subset of rows."""
 
-    def __init__(self, model, expand, obj, xr, yr, tr, other, success, norm, overshoot, growth, alpha,
+    def __init__(self, model, expand, obj, xr, yr, tr, other, goal: Goal, norm, overshoot, growth, alpha,
                  temperature: tuple[float, float] | None = None):
+        """Walk r minimises obj(., yr[r], tr[r], other[r]) and succeeds where goal[r] is reached."""
         self.model, self.expand, self.obj, self.temperature = model, expand, obj, temperature
-        self.xr, self.yr, self.tr, self.other, self.success = xr, yr, tr, other, success
+        self.xr, self.yr, self.tr, self.other, self.goal = xr, yr, tr, other, goal
         self.norm, self.growth, (self.a0, self.a1) = norm, growth, alpha
         self.p_norm, self.dual = (2, 2) if norm == "l2" else (float("inf"), 1)
         R, dev, dt = xr.shape[0], xr.device, xr.dtype
@@ -138,7 +136,7 @@ class _Walks:
                 if logits is None:
                     with torch.no_grad():
                         logits = self.model(p)
-                ok = self.success(logits, rows)
+                ok = self.goal[rows].reached(logits)
                 self._keep(rows, xf, xf + d, ok)
                 ov = torch.where(ok, ov / self.growth, ov * self.growth).clamp(1e-4, 100.0)
                 # trust region on the step: a step that left the margin worse (and did not
@@ -158,7 +156,7 @@ class _Walks:
             d = (d + scale[:, None] * (new - d)).clamp(lower, upper)
             step_len = s_len * scale
         with torch.no_grad():
-            ok = self.success(self.model((xf + d).reshape(shape)), rows)
+            ok = self.goal[rows].reached(self.model((xf + d).reshape(shape)))
         self._keep(rows, xf, xf + d, ok)
         self.d[rows], self.ov[rows], self.trust[rows] = d, ov, trust
         self.f_prev[rows], self.step_len[rows] = f_prev, step_len
@@ -192,50 +190,65 @@ def boundary_walk(
     """Smallest verified adversarial example per image (L2 or Linf) and its norm (NaN: none found).
 
     expand(model, objective, x, y, target, other) -> Expansion of the margin at x (the caller's
-    curvature source). Untargeted: `starts` walks of `steps` toward the strongest other classes;
-    with `screen` > 0 every walk first takes `screen` steps (a walk of its own), then only the
-    `keep` best per image (smallest verified distance so far) walk `steps - screen` more from
-    where they stand. Targeted: one walk of as many steps as that costs (`walk_budget`).
-    Expansions per image: `walk_budget(...)`; forward passes: one verdict per walk and phase and
-    `bisection` for the winner.
+    curvature source). Untargeted (`untargeted_walks`): `starts` walks of `steps` toward the
+    strongest other classes; with `screen` > 0 every walk first takes `screen` steps (a walk of its
+    own), then only the `keep` best per image (smallest verified distance so far) walk
+    `steps - screen` more from where they stand. Targeted (`targeted_walk`): one walk of as many
+    steps as that costs (`walk_budget`). Expansions per image: `walk_budget(...)`; forward passes:
+    one verdict per walk and phase and `bisection` for the winner.
     alpha: the step fraction's cosine schedule (first, last); default (1, 0.05) untargeted and
-    (0.5, 0.05) targeted (measured on digits, all 9 targets of 30 images: worst-case median L2
-    1.25 with 1.0, 1.12 with 0.5; on MNIST untargeted 1.0 is better).
+    (0.5, 0.05) targeted (docs/engine.md).
     temperature: targeted only, the smooth max's temperature (first, last), geometric over the walk.
     """
-    B = x.shape[0]
-    dev = x.device
+    goal = Goal(y, target)
     if target is None:
-        with torch.no_grad():
-            z = model(x)
-        z = z.scatter(1, y[:, None], float("-inf"))
-        K = max(1, min(int(starts), z.shape[1] - 1))
-        classes = z.topk(K, dim=1).indices.reshape(-1)           # walk k: the k-th strongest other class
-        xr, yr = x.repeat_interleave(K, 0), y.repeat_interleave(K)
-        # Z_y - Z_c is T3 toward c with the competing class fixed to y
-        obj, tr, other = get_objective("T3"), classes, yr
-        success = lambda logits, rows: logits.argmax(1) != yr[rows]
+        walks, K = untargeted_walks(model, expand, x, y, norm, steps, starts, screen, keep,
+                                    alpha or (1.0, 0.05), overshoot, growth)
     else:
-        K, xr, yr, tr, other = 1, x, y, target, None
-        steps = walk_budget(steps, starts, screen, keep)
-        obj = get_objective("T3-lse")        # smooth max_{i!=t} Z_i - Z_t: every competitor at once
-        success = lambda logits, rows: logits.argmax(1) == target[rows]
-    a = alpha if alpha is not None else ((1.0, 0.05) if target is None else (0.5, 0.05))
-    walks = _Walks(model, expand, obj, xr, yr, tr, other, success, norm, overshoot, growth, a,
-                   temperature if target is not None else None)
-    rows = torch.arange(B * K, device=dev)
+        walks, K = targeted_walk(model, expand, x, goal, norm, walk_budget(steps, starts, screen, keep),
+                                 alpha or (0.5, 0.05), overshoot, growth, temperature), 1
+    return _closest(model, walks, x, goal, K, bisection)
+
+
+def untargeted_walks(model, expand: ExpandFn, x, y, norm, steps, starts, screen, keep, alpha, overshoot,
+                     growth) -> tuple[_Walks, int]:
+    """K = min(starts, classes - 1) walks per image, walk k on Z_y - Z_{c_k} (c_k the k-th strongest
+    other class at x), screened (see `boundary_walk`); returns the walks and K."""
+    B = x.shape[0]
+    with torch.no_grad():
+        z = model(x)
+    z = z.scatter(1, y[:, None], float("-inf"))
+    K = max(1, min(int(starts), z.shape[1] - 1))
+    classes = z.topk(K, dim=1).indices.reshape(-1)           # walk k: the k-th strongest other class
+    xr, yr = x.repeat_interleave(K, 0), y.repeat_interleave(K)
+    # Z_y - Z_c is T3 toward c with the competing class fixed to y
+    walks = _Walks(model, expand, get_objective("T3"), xr, yr, classes, yr, Goal(yr), norm, overshoot, growth, alpha)
+    rows = torch.arange(B * K, device=x.device)
     if K > int(keep) and 0 < int(screen) < steps:
-        screen = int(screen)
-        walks.advance(rows, screen)
+        walks.advance(rows, int(screen))
         # the `keep` best walks per image go on: verified distance first, then the current margin
         score = torch.where(torch.isfinite(walks.best_n), walks.best_n, 1e30 + walks.f_prev.double())
         top = score.view(B, K).topk(int(keep), dim=1, largest=False).indices
-        rows = (top + K * torch.arange(B, device=dev)[:, None]).reshape(-1).sort().values
-        walks.advance(rows, steps - screen)
+        rows = (top + K * torch.arange(B, device=x.device)[:, None]).reshape(-1).sort().values
+        walks.advance(rows, steps - int(screen))
     else:
         walks.advance(rows, steps)
+    return walks, K
 
-    # the smallest over the starts, then a bisection on its segment from x
+
+def targeted_walk(model, expand: ExpandFn, x, goal: Goal, norm, steps, alpha, overshoot, growth,
+                  temperature) -> _Walks:
+    """One walk per image of `steps` steps on the smooth max tau log sum_{i!=t} exp(Z_i / tau) - Z_t
+    (T3-lse: every competitor at once), tau annealed geometrically over the walk."""
+    walks = _Walks(model, expand, get_objective("T3-lse"), x, goal.y, goal.target, None, goal, norm,
+                   overshoot, growth, alpha, temperature)
+    walks.advance(torch.arange(x.shape[0], device=x.device), steps)
+    return walks
+
+
+def _closest(model, walks: _Walks, x, goal: Goal, K: int, bisection: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The smallest verified point over each image's K walks, then a bisection on its segment from x."""
+    B, dev = x.shape[0], x.device
     best_n = walks.best_n.view(B, K)
     k_best = best_n.argmin(1)
     ar = torch.arange(B, device=dev)
@@ -244,8 +257,7 @@ def boundary_walk(
     found = torch.isfinite(dist)
     if found.any() and bisection > 0:
         idx = found.nonzero().squeeze(1)
-        sub_success = (lambda lg: lg.argmax(1) != y[idx]) if target is None else (lambda lg: lg.argmax(1) == target[idx])
-        out[idx] = segment_boundary(model, x[idx], out[idx], sub_success, bisection)
+        out[idx] = segment_boundary(model, x[idx], out[idx], goal[idx], bisection)
         dist[idx] = walks.size(_flat(out[idx] - x[idx])).double()
     out = torch.where(found.view(-1, *[1] * (x.dim() - 1)), out, x)
     return out, torch.where(found, dist, torch.full_like(dist, float("nan"))).to(x.dtype)

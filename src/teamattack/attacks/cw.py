@@ -1,4 +1,4 @@
-"""The math paper's CW-L2 variant (seed 004, eqs. 2.9-2.10).
+"""The math paper's CW-L2 variant (Dou, Osher and Wang, "Mathematical Analysis of Adversarial Attacks", eqs. 2.9-2.10).
 
     minimise_w  || 1/2 (tanh(w) + 1) - x ||_2^2 + c * max(-kappa, max_{i != t} Z_i - Z_t)
 
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..counting import CountingModel
+from ..validation import check_number
 from .base import Attack
 
 
@@ -48,9 +49,11 @@ class CWL2(Attack):
     def __init__(self, model: nn.Module, c: float = 10.0, kappa: float = 0.0, steps: int = 10,
                  lr: float = 0.01, scale: float = 1.0, targeted: bool = True) -> None:
         super().__init__(model, targeted)
-        if c < 0 or kappa < 0 or steps < 0 or lr <= 0:
-            raise ValueError("need c >= 0, kappa >= 0, steps >= 0 and lr > 0")
-        self.c, self.kappa, self.steps, self.lr, self.scale = float(c), float(kappa), int(steps), float(lr), float(scale)
+        self.c = check_number("c", c, low=0.0)
+        self.kappa = check_number("kappa", kappa, low=0.0)
+        self.steps = check_number("steps", steps, low=0, integer=True)
+        self.lr = check_number("lr", lr, low=0.0, strict=True)
+        self.scale = check_number("scale", scale, low=None)
 
     def optimise(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  target: torch.Tensor | None) -> torch.Tensor:

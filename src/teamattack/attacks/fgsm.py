@@ -1,8 +1,8 @@
 """The FGSM family as the papers define it: FGSM, targeted FGSM and clipped iterative FGSM.
 
-Math paper (seed 004) eq. 2.2-2.5: a step of size `step` along the sign of the cross-entropy
+Dou, Osher and Wang, "Mathematical Analysis of Adversarial Attacks", eq. 2.2-2.5: a step of size `step` along the sign of the cross-entropy
 gradient (away from y, or toward the target t), IFGSM repeating it and clipping to the L_inf ball
-of radius `radius` around x and to [0, 1] after every step.
+of radius `eps` around x and to [0, 1] after every step.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..counting import CountingModel
+from ..validation import check_number
 from .base import Attack
 
 
@@ -29,9 +30,9 @@ def _signed_gradient(model: CountingModel, x: torch.Tensor, y: torch.Tensor, tar
 
 
 class IFGSM(Attack):
-    """Iterative FGSM (BIM): `steps` signed steps of size `step`, clipped to ||d||_inf <= radius.
+    """Iterative FGSM (BIM): `steps` signed steps of size `step`, clipped to ||d||_inf <= eps.
 
-    With steps=1 and radius=step it is FGSM. `callback(m, x_m)`, if given, is called after every
+    eps defaults to step x steps (no clipping beyond the box). With steps=1 and eps=step it is FGSM. `callback(m, x_m)`, if given, is called after every
     iteration m = 1..steps with the clipped iterate (detached), so one run can record accuracy
     against the number of iterations (math paper Figs 2b, 3b).
     """
@@ -39,24 +40,25 @@ class IFGSM(Attack):
     name = "ifgsm"
     norm = "linf"
 
-    def __init__(self, model: nn.Module, step: float, steps: int = 10, radius: float | None = None,
+    def __init__(self, model: nn.Module, step: float, steps: int = 10, eps: float | None = None,
                  targeted: bool = False,
                  callback: Callable[[int, torch.Tensor], None] | None = None) -> None:
         super().__init__(model, targeted)
         self.callback = callback
-        if step < 0 or steps < 1:
-            raise ValueError("step must be >= 0 and steps >= 1")
-        self.step, self.steps = float(step), int(steps)
-        self.radius = float(radius) if radius is not None else self.step * self.steps
+        self.step = check_number("step", step, low=0.0)
+        self.steps = check_number("steps", steps, low=1, integer=True)
+        self.eps = check_number("eps", eps, low=0.0, allow_none=True)
+        if self.eps is None:
+            self.eps = self.step * self.steps
 
     def run(self, model, x, y, target):
         x_adv = x.clone()
         for m in range(1, self.steps + 1):
             x_adv = x_adv + self.step * _signed_gradient(model, x_adv, y, target)
-            x_adv = torch.min(torch.max(x_adv, x - self.radius), x + self.radius).clamp(0.0, 1.0)
+            x_adv = torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp(0.0, 1.0)
             if self.callback is not None:
                 self.callback(m, x_adv.detach())
-        return x_adv, torch.full((x.shape[0],), self.radius, device=x.device)
+        return x_adv, torch.full((x.shape[0],), self.eps, device=x.device)
 
 
 class FGSM(IFGSM):
@@ -65,4 +67,4 @@ class FGSM(IFGSM):
     name = "fgsm"
 
     def __init__(self, model: nn.Module, eps: float, targeted: bool = False) -> None:
-        super().__init__(model, step=eps, steps=1, radius=eps, targeted=targeted)
+        super().__init__(model, step=eps, steps=1, eps=eps, targeted=targeted)

@@ -1,4 +1,4 @@
-"""Gauss-Newton / Levenberg-Marquardt attack (SPEC section 6, the paper's Algorithm 3 fixed).
+"""Gauss-Newton / Levenberg-Marquardt attack (the TEAM paper's Algorithm 3, fixed; docs/engine.md).
 
 The paper's matrix grad f grad f^T is rank one, so its -lambda_min I shift does nothing. Here the
 residual vector is r_j = max(0, Z_j - Z_t + kappa) for every j != t (targeted), or the single
@@ -18,6 +18,8 @@ from torch import nn
 
 from ..counting import CountingModel
 from ..curvature.sources import logit_jacobian
+from ..goal import Goal
+from ..validation import check_number
 from .base import Attack
 
 
@@ -63,21 +65,24 @@ class GaussNewton(Attack):
     def __init__(self, model: nn.Module, targeted: bool = True, kappa: float = 0.05, steps: int = 100,
                  mu: float = 1e-2) -> None:
         super().__init__(model, targeted)
-        self.kappa, self.steps, self.mu0 = float(kappa), int(steps), float(mu)
+        self.kappa = check_number("kappa", kappa, low=0.0)
+        self.steps = check_number("steps", steps, low=1, integer=True)
+        self.mu0 = check_number("mu", mu, low=0.0, strict=True)
 
     def run(self, model: CountingModel, x, y, target):
         B = x.shape[0]
         cur = x.reshape(B, -1).clone()
         mu = torch.full((B,), self.mu0, dtype=x.dtype, device=x.device)
         done = torch.zeros(B, dtype=torch.bool, device=x.device)
+        goal = Goal(y, target)
         for _ in range(self.steps):
             act = (~done).nonzero().squeeze(1)
             if len(act) == 0:
                 break
-            ya, ta = y[act], None if target is None else target[act]
+            ga = goal[act]
+            ya, ta = ga.y, ga.target
             z, J = logit_jacobian(model, cur[act].reshape(-1, *x.shape[1:]))
-            pred = z.argmax(1)
-            won = (pred == ta) if ta is not None else (pred != ya)
+            won = ga.reached(z)
             r, W = residuals(z, ya, ta, self.kappa)
             won &= r.norm(dim=1) <= 1e-12 if self.kappa > 0 else won
             done[act[won]] = True

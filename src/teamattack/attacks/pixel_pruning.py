@@ -9,9 +9,7 @@ the longest prefix of the cheapest positions that can go back at once with the e
 adversarial. Rounds repeat with a fresh gradient until a round resets nothing. Only verified
 adversarial points are kept, so the result is never worse than the input.
 
-Measured on MNIST Table I, 100 images (docs/results/l0-mnist-table1.md; its version before this
-step is in git): TEAM-L0 mean 11.58 pixels without the clean-up, 9.25 with it (median 9 both);
-FMN-L0-1000 10.21.
+What it buys is measured in docs/engine.md (L0 section).
 """
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ import math
 
 import torch
 
-from ..objectives import decision_margin
+from ..goal import Goal
 
 
 def prune_pixels(
@@ -43,16 +41,18 @@ def prune_pixels(
     pos = groups if groups is not None else torch.arange(n, device=x.device)
     P = int(pos.max()) + 1
 
+    goal = Goal(y, target)
+
     def adversarial(flat: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return decision_margin(model(flat.reshape(x.shape)), y, target) < 0
+            return goal.margin(model(flat.reshape(x.shape))) < 0
 
     active = adversarial(af)
     for _ in range(int(rounds)):
         if not bool(active.any()):
             break
         p = af.reshape(x.shape).clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(decision_margin(model(p), y, target).sum(), p)
+        (g,) = torch.autograd.grad(goal.margin(model(p)).sum(), p)
         delta = af - xf
         # the margin's first-order change if each position went back to x, and which positions moved
         cost = torch.zeros(B, P, device=x.device, dtype=x.dtype).index_add_(1, pos, -(g.reshape(B, -1) * delta))

@@ -1,4 +1,4 @@
-"""TEAM: Taylor-expansion adversarial attack (SPEC sections 3-5).
+"""TEAM: Taylor-expansion adversarial attack (Qian et al., "TEAM: We Need More Powerful Adversarial Examples for DNNs"; docs/engine.md).
 
 The network's objective is replaced by its second-order expansion phi around the current point,
 the quadratic subproblem is solved under the L2 / Linf / L0 budget and the [0, 1] box (exact dual
@@ -33,6 +33,7 @@ from torch import nn
 from .. import metrics
 from .. import subproblems as sp
 from ..counting import CountingModel
+from ..goal import Goal
 from ..curvature import SOURCES, Expansion, choose, expand
 from ..objectives import Objective, get_objective
 from ..validation import check_number
@@ -122,7 +123,7 @@ class TEAM(Attack):
     Args:
         model: classifier taking inputs in [0, 1], in eval mode.
         norm: "l2", "linf" or "l0" (L0 counts changed pixel positions).
-        objective: "T1".."T6" or "margin" (SPEC 2); default T1 untargeted, T2 targeted. Paper and
+        objective: "T1".."T6" or "margin" (teamattack.objectives); default T1 untargeted, T2 targeted. Paper and
             iterated modes (the walk uses the decision margin).
         targeted: attack toward `target` passed at call time.
         hessian: "exact" | "krylov" | "ggn" | "none" | "auto" (see teamattack.curvature); "auto"
@@ -276,9 +277,6 @@ class TEAM(Attack):
             d = sp.l0_search(g, mv, r.round().long(), lower, upper, groups=_pixel_groups(x), iters=self._box_iters)
         return d.reshape(B, K, n)
 
-    def _succeeded(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        return logits.argmax(1) == target if target is not None else logits.argmax(1) != y
-
     def _limits(self, x: torch.Tensor) -> tuple[float, float]:
         lo, hi = _RANGE[self.norm]
         if self.norm == "l0":
@@ -292,7 +290,8 @@ class TEAM(Attack):
         outs, radii = [], []
         for i in range(0, x.shape[0], self.max_batch):
             sl = slice(i, i + self.max_batch)
-            out, radius = self._run_batch(model, expand_fn, x[sl], y[sl], None if target is None else target[sl])
+            goal = Goal(y, target)[sl]
+            out, radius = self._run_batch(model, expand_fn, x[sl], goal.y, goal.target)
             outs.append(out)
             radii.append(radius)
         return torch.cat(outs), torch.cat(radii), {"hessian": source, "hessian_reason": why}
@@ -308,7 +307,7 @@ class TEAM(Attack):
             return self.fixed_budget(model, expand_fn, x, y, target), radius
         if self.mode == "min-norm":
             return self.walk(model, expand_fn)(x, y, target)
-        best, best_r = self._smallest_budget(model, expand_fn, x, y, target)
+        best, best_r = self._smallest_budget(model, expand_fn, x, Goal(y, target))
         if self.norm == "l0" and self.mode == "iterated":  # reset the pixels the network does not need
             best = prune_pixels(model, x, best, y, target, groups=_pixel_groups(x))
             best_r = torch.where(torch.isnan(best_r), best_r, self._distance(best, x).to(best_r.dtype))
@@ -335,13 +334,13 @@ class TEAM(Attack):
         algorithm may start from.
         """
         radius = torch.full((x.shape[0],), float(self.eps), device=x.device, dtype=x.dtype)
-        return self._trust_region_run(model, expand_fn, x, y, target, radius)
+        return self._trust_region_run(model, expand_fn, x, Goal(y, target), radius)
 
     @property
     def _box_iters(self) -> int:
         return (self.budget_config or self.search_config).box_iters
 
-    def _smallest_budget(self, model, expand_fn: ExpandFn, x, y, target):
+    def _smallest_budget(self, model, expand_fn: ExpandFn, x, goal: Goal):
         """Radius search on the expansion; iterated: re-expand and search again.
 
         Every candidate is judged by the true network. Examples already adversarial are
@@ -356,27 +355,27 @@ class TEAM(Attack):
         best = x.clone()
         best_r = torch.full((B,), float("inf"), device=x.device, dtype=torch.float64)
         centre = torch.zeros_like(xf)
-        steps = self.steps
-        sub = lambda t, i: None if t is None else t[i]
-        for step in range(steps):
+        for step in range(self.steps):
             if step == 0:
-                e = expand_fn(model, obj, x, y, target)
-                self._budget_search(model, e, x, y, target, best, best_r)
+                e = expand_fn(model, obj, x, goal.y, goal.target)
+                self._budget_search(model, e, x, goal, best, best_r)
                 continue
             found = torch.isfinite(best_r)
             if found.any():  # re-expand at the boundary and search below the best budget
                 idx = found.nonzero().squeeze(1)
-                xb = self._boundary(model, xf[idx], _flat(best)[idx], y[idx], sub(target, idx), x.shape, iters=6)
-                e = expand_fn(model, obj, xb.reshape(-1, *x.shape[1:]), y[idx], sub(target, idx))
+                gi = goal[idx]
+                xb = self._boundary(model, xf[idx], _flat(best)[idx], gi, x.shape, iters=6)
+                e = expand_fn(model, obj, xb.reshape(-1, *x.shape[1:]), gi.y, gi.target)
                 e = e.recentred(xb - xf[idx])
                 b_best, b_r = best[idx], best_r[idx]
-                self._budget_search(model, e, x[idx], y[idx], sub(target, idx), b_best, b_r)
+                self._budget_search(model, e, x[idx], gi, b_best, b_r)
                 best[idx], best_r[idx] = b_best, b_r
             if (~found).any():  # trust-region step from the current point
                 idx = (~found).nonzero().squeeze(1)
+                gi = goal[idx]
                 xc = (xf[idx] + centre[idx]).reshape(-1, *x.shape[1:])
-                e = expand_fn(model, obj, xc, y[idx], sub(target, idx))
-                moved, b_best, b_r = self._local_step(model, obj, e, x[idx], xc, y[idx], sub(target, idx))
+                e = expand_fn(model, obj, xc, gi.y, gi.target)
+                moved, b_best, b_r = self._local_step(model, obj, e, x[idx], xc, gi)
                 centre[idx] = _flat(moved) - xf[idx]
                 self._keep_into(best, best_r, idx, b_best, b_r)
         best_r = torch.where(torch.isfinite(best_r), best_r, torch.full_like(best_r, float("nan")))
@@ -387,7 +386,7 @@ class TEAM(Attack):
         fn = {"l2": metrics.l2, "linf": metrics.linf, "l0": metrics.l0}[self.norm]
         return fn(x, cand).double()
 
-    def _budget_search(self, model, e: Expansion, x, y, target, best, best_r) -> None:
+    def _budget_search(self, model, e: Expansion, x, goal: Goal, best, best_r) -> None:
         """Smallest budget C around x whose subproblem solution fools the network (updates best)."""
         B = x.shape[0]
         lo_default, hi_default = self._limits(x)
@@ -395,10 +394,9 @@ class TEAM(Attack):
         def evaluate(radii: torch.Tensor):
             K = radii.shape[1]
             cands = (x.unsqueeze(1) + self._solve_many(e, x, radii).reshape(B, K, *x.shape[1:])).clamp(0, 1)
-            rep = lambda t: None if t is None else t.repeat_interleave(K)
             with torch.no_grad():
                 logits = model(cands.reshape(B * K, *x.shape[1:]))
-            return cands, self._succeeded(logits, rep(y), rep(target)).reshape(B, K)
+            return cands, goal.repeat_interleave(K).reached(logits).reshape(B, K)
 
         found = torch.isfinite(best_r)
         if self.search_config.search == "paper":
@@ -415,7 +413,7 @@ class TEAM(Attack):
         best[better] = res.x_adv[better]
         best_r[better] = radius[better]
 
-    def _local_step(self, model, obj, e: Expansion, x, xc, y, target):
+    def _local_step(self, model, obj, e: Expansion, x, xc, goal: Goal):
         """Trust-region step from xc: K step radii at once; returns (new centre, best, best_r)."""
         B = x.shape[0]
         lo_default, hi_default = self._limits(x)
@@ -426,11 +424,11 @@ class TEAM(Attack):
         if self.norm == "l0":
             radii = radii.round().clamp_min(1)
         cands = (xc.unsqueeze(1) + self._solve_many(e, xc, radii).reshape(B, K, *x.shape[1:])).clamp(0, 1)
-        rep = lambda t: None if t is None else t.repeat_interleave(K)
-        yy, tt = rep(y), rep(target)
+        gk = goal.repeat_interleave(K)
+        yy, tt = gk.y, gk.target
         with torch.no_grad():
             logits = model(cands.reshape(B * K, *x.shape[1:]))
-        ok = self._succeeded(logits, yy, tt).reshape(B, K)
+        ok = gk.reached(logits).reshape(B, K)
         fv = obj(logits, yy, tt, obj.runner_up(logits, yy, tt) if obj.margin else None).reshape(B, K)
         dist = self._distance(cands.reshape(B * K, *x.shape[1:]), x.repeat_interleave(K, 0)).reshape(B, K)
         dist_ok = torch.where(ok, dist, torch.full_like(dist, float("inf")))
@@ -449,7 +447,7 @@ class TEAM(Attack):
         best[idx[better]] = cand[better]
         best_r[idx[better]] = radius[better]
 
-    def _trust_region_run(self, model, expand_fn: ExpandFn, x, y, target, radius: torch.Tensor) -> torch.Tensor:
+    def _trust_region_run(self, model, expand_fn: ExpandFn, x, goal: Goal, radius: torch.Tensor) -> torch.Tensor:
         """Fixed budget: trust-region iterations of the second-order model within `radius`.
 
         The step from the current perturbation is capped by a trust radius Delta, adapted by
@@ -466,7 +464,8 @@ class TEAM(Attack):
                 break
             idx = act.nonzero().squeeze(1)
             xa = (x + delta.reshape(x.shape))[idx]
-            ya, ta = y[idx], None if target is None else target[idx]
+            ga = goal[idx]
+            ya, ta = ga.y, ga.target
             e = expand_fn(model, obj, xa, ya, ta).recentred(delta[idx])
             new = self._solve_many(e, x[idx], radius[idx, None])[:, 0]
             step = new - delta[idx]
@@ -488,11 +487,10 @@ class TEAM(Attack):
             t = torch.where((rho > 0.75) & accept, torch.minimum(2 * t, radius[idx]), t)
             t = torch.where(rho < 0.25, 0.25 * t, t)
             trust[idx] = t
-            done[idx[self._succeeded(logits, ya, ta) & accept]] = True
+            done[idx[ga.reached(logits) & accept]] = True
         return (x + delta.reshape(x.shape)).clamp(0, 1)
 
-    def _boundary(self, model, x0, xa, y, target, shape, iters: int = 8) -> torch.Tensor:
+    def _boundary(self, model, x0, xa, goal: Goal, shape, iters: int = 8) -> torch.Tensor:
         """Bisection on the segment [x0, xa] (flat rows, xa adversarial): the adversarial end closest to x0."""
-        ok = lambda logits: self._succeeded(logits, y, target)
-        xb = segment_boundary(model, x0.reshape(-1, *shape[1:]), xa.reshape(-1, *shape[1:]), ok, iters)
+        xb = segment_boundary(model, x0.reshape(-1, *shape[1:]), xa.reshape(-1, *shape[1:]), goal, iters)
         return xb.reshape(len(x0), -1)

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..attacks.base import Attack
 from ..counting import CountingModel
+from ..goal import Goal
 from ..result import AttackResult
 from ..validation import InputError
 from . import _imports
@@ -156,8 +157,7 @@ def _run_torchattacks(atk: PeerAttack, model, x, y, target):
         # JSMA returns its last iterate where it gave up; the minimum-norm convention is x there.
         # Deciding that takes one more (counted) forward pass.
         with torch.no_grad():
-            pred = model(out).argmax(dim=1)
-        ok = pred == target if target is not None else pred != y
+            ok = Goal(y, target).reached(model(out))
         out = torch.where(_batch_view(ok, x), out, x)
     return out
 

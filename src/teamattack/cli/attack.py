@@ -64,7 +64,7 @@ def spec_from_args(args):
         return AttackSpec(name="gauss-newton", norm="l2", team=True,
                           factory=lambda model, targeted, eps, seed: GaussNewton(model, targeted=targeted, steps=steps))
     if name in ("fgsm", "ifgsm"):
-        from ..attacks import FGSM, IFGSM
+        from ..paper import FGSM, IFGSM
 
         eps = args.eps if args.eps is not None else 0.1
         steps = args.steps or 10

@@ -22,7 +22,8 @@ def register(sub) -> None:
 
 
 def attacks(model):
-    from ..attacks import FGSM, TEAM
+    from ..attacks import TEAM
+    from ..paper import FGSM
 
     return [
         ("fgsm (eps 0.1)", "linf", FGSM(model, eps=0.1)),

@@ -24,6 +24,7 @@ from torch import nn
 from torch.func import functional_call, grad, hessian, vmap
 
 from ..counting import CountingModel
+from ..goal import Goal
 from ..objectives import Objective
 from .expansion import Expansion
 
@@ -156,7 +157,7 @@ def exact_dense(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=Non
         Hs.append(vmap(hessian(f_single))(xf[sl], y[sl], t[sl], o[sl]))
         gs.append(vmap(grad(f_single))(xf[sl], y[sl], t[sl], o[sl]))
         with torch.no_grad():
-            fs.append(obj(m(x[sl]), y[sl], None if target is None else target[sl], None if other is None else other[sl]))
+            fs.append(obj(m(x[sl]), y[sl], t[sl] if target is not None else None, o[sl] if other is not None else None))
     H = torch.cat(Hs)
     H = 0.5 * (H + H.transpose(1, 2))
     _count(model, forwards=B, gradients=B, hvps=B * n)
@@ -234,14 +235,15 @@ def choose(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, mo
            memory_bytes: float = 2e9, dense_max_n: int = 1024) -> tuple[str, str]:
     """What `hessian="auto"` picks for a TEAM mode, and why.
 
-    The rule follows the engine benchmark (docs/engine.md, `teamattack bench --suite engine`): with
-    one expansion (paper mode) the exact Hessian shortened the steps found (MNIST Table I: T1
-    median L2 2.19 vs 2.48 first order; T4 2.34 vs 2.38); once the loop re-expands and every step
-    is judged by the network (iterated, min-norm) first order was as good or better for every
-    objective, at a tenth of the cost. Where the Hessian is zero, first order is exact anyway.
+    The rule follows the engine benchmark (`teamattack bench --suite engine`, docs/engine.md):
+    with one expansion (paper mode) exact curvature shortened the steps found; once the loop
+    re-expands and every step is judged by the network (iterated, min-norm) first order was as good
+    or better for every objective, at a fraction of the cost. Where the Hessian is zero, first
+    order is exact anyway.
     """
     n = x[0].numel()
-    if not obj.softmax and curvature_is_zero(model, obj, x[:4], y[:4], None if target is None else target[:4]):
+    probe = Goal(y, target)[:4]
+    if not obj.softmax and curvature_is_zero(model, obj, x[:4], probe.y, probe.target):
         return "none", "the objective's Hessian is zero here (piecewise-linear logits): first order is exact"
     if mode != "paper":
         return "none", f"mode {mode!r} re-expands and judges every step by the network: curvature measured not to pay off"

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from ..attacks.fgsm import FGSM
+from ..paper import FGSM
 
 
 def zoo_model(name: str, device: torch.device) -> nn.Module:

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from .. import data
-from ..attacks.cw import CWL2
-from ..attacks.fgsm import FGSM, IFGSM
+from ..paper import CWL2, FGSM, IFGSM
 from . import Context, register
 from .common import (
     batch_size_for,
@@ -86,7 +85,7 @@ def fig2(ctx: Context) -> dict:
         def record(m: int, xa: torch.Tensor, yb=yb) -> None:
             correct_b[m] += int((predict(model, xa) == yb).sum())
 
-        res_b = IFGSM(model, step=step_b, steps=iters, radius=ALPHA, callback=record)(xb, yb)
+        res_b = IFGSM(model, step=step_b, steps=iters, eps=ALPHA, callback=record)(xb, yb)
         work["gradients"] += res_b.counters.gradients
     seconds = time.perf_counter() - t0
     acc_a, acc_b = (correct_a / n).tolist(), (correct_b / n).tolist()
@@ -132,7 +131,7 @@ def fig3(ctx: Context) -> dict:
     for i, s in ctx.tqdm(jobs, desc="math-fig3 (a) eps x batches"):
         xb, yb = x[s].to(ctx.device), y[s].to(ctx.device)
         tb = torch.full_like(yb, DOG)
-        res = IFGSM(model, step=FIG3_EPS[i], steps=iters_a, radius=ALPHA, targeted=True)(xb, yb, tb)
+        res = IFGSM(model, step=FIG3_EPS[i], steps=iters_a, eps=ALPHA, targeted=True)(xb, yb, tb)
         success_a[i] += int(res.success.sum())
         grads += res.counters.gradients
     for s in ctx.tqdm(list(chunks(n, bs)), desc="math-fig3 (b) batches"):
@@ -143,7 +142,7 @@ def fig3(ctx: Context) -> dict:
         def record(m: int, xa: torch.Tensor) -> None:
             success_b[m] += int((predict(model, xa) == DOG).sum())
 
-        res = IFGSM(model, step=step_b, steps=iters_b, radius=ALPHA, targeted=True, callback=record)(xb, yb, tb)
+        res = IFGSM(model, step=step_b, steps=iters_b, eps=ALPHA, targeted=True, callback=record)(xb, yb, tb)
         grads += res.counters.gradients
     seconds = time.perf_counter() - t0
     rate_a, rate_b = (success_a / n).tolist(), (success_b / n).tolist()
@@ -259,7 +258,7 @@ def fig1(ctx: Context) -> dict:
     for eps in FIG1_EPS:
         attacks = {
             "FGSM": FGSM(model, eps=eps)(x, y),
-            "IFGSM": IFGSM(model, step=eps, steps=10, radius=ALPHA)(x, y),
+            "IFGSM": IFGSM(model, step=eps, steps=10, eps=ALPHA)(x, y),
             "CW-L2": CWL2(model, targeted=True, scale=eps, **CW_PAPER)(x, y, target),
         }
         cw_full = CWL2(model, targeted=True, scale=1.0, **CW_PAPER)(x, y, target)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import MatrixOrHVP, as_operator, box_param, check_g
+from ._common import MatrixOrHVP, as_operator, box_param, check_g, phi
 from .box import box_qp, trust_region_box
 
 
@@ -29,8 +29,27 @@ def _groups_tensor(groups, g: torch.Tensor) -> torch.Tensor:
     return gr
 
 
+def best_single_coordinate(g: torch.Tensor, diag: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """The exact minimiser of g.d + 1/2 d.Hd over the box among d with ONE nonzero coordinate.
+
+    Along coordinate i the model is g_i t + 1/2 H_ii t^2 on [lower_i, upper_i]: its minimum is at
+    a bound or, for H_ii > 0, at the clipped stationary point -g_i / H_ii. diag: H's diagonal (B, n).
+    """
+    B = g.shape[0]
+    stat = torch.where(diag > 0, (-g / diag.clamp_min(torch.finfo(g.dtype).tiny)).clamp(lower, upper), lower)
+    cands = torch.stack([lower, upper, stat])                          # (3, B, n)
+    vals = g * cands + 0.5 * diag * cands * cands
+    v, which = vals.min(0)                                             # best value per coordinate
+    i = v.argmin(1)
+    ar = torch.arange(B, device=g.device)
+    d = torch.zeros_like(g)
+    d[ar, i] = cands[which[ar, i], ar, i]
+    return d
+
+
 def l0_search(g: torch.Tensor, H_or_hvp: MatrixOrHVP, k, lower, upper, groups=None,
-              drop: float = 0.3, iters: int = 100, radius=None, max_rounds: int = 100) -> torch.Tensor:
+              drop: float = 0.3, iters: int = 100, radius=None, max_rounds: int = 100,
+              diag: torch.Tensor | None = None) -> torch.Tensor:
     """minimise g.d + 1/2 d.Hd over the box with at most k nonzero groups per example (greedy).
 
     k: int or (B,) ints. groups: None (every coordinate is its own group) or (n,) / (B, n) ints
@@ -38,11 +57,14 @@ def l0_search(g: torch.Tensor, H_or_hvp: MatrixOrHVP, k, lower, upper, groups=No
     so a position counts once whatever the number of channels changed; a group is kept or
     dropped whole. drop: fraction of the current support removed per round (at least one group).
     radius: optional L2 budget as well (then the re-solves use trust_region_box).
+    diag: H's diagonal (B, n), needed only for a callable H (a dense H gives its own): then the
+    result is never worse on the model than the exact best single-coordinate move (for k >= 1),
+    which the greedy pruning alone does not guarantee for an indefinite H.
     """
     check_g(g)
     B = g.shape[0]
     lo, up = box_param(lower, g, "lower"), box_param(upper, g, "upper")
-    hvp, _ = as_operator(H_or_hvp, g)
+    hvp, H = as_operator(H_or_hvp, g)
     kk = torch.as_tensor(k, device=g.device).long()
     kk = kk.expand(B) if kk.dim() == 0 else kk
     if kk.shape != (B,):
@@ -81,4 +103,15 @@ def l0_search(g: torch.Tensor, H_or_hvp: MatrixOrHVP, k, lower, upper, groups=No
         d = solve(keep)
     # guarantee: nothing outside the support (the solvers fix those coordinates to 0 already)
     m = torch.gather(keep, 1, gr)
-    return torch.where(m, d, torch.zeros_like(d))
+    d = torch.where(m, d, torch.zeros_like(d))
+    if H is not None:
+        diag = torch.diagonal(H, dim1=1, dim2=2)
+    if diag is not None:
+        lo1, up1 = lo, up
+        if radius is not None:
+            r = torch.as_tensor(radius, dtype=g.dtype, device=g.device).reshape(-1, 1)
+            lo1, up1 = torch.maximum(lo, -r), torch.minimum(up, r)
+        one = best_single_coordinate(g, diag.to(g.dtype), lo1, up1)
+        better = (kk >= 1) & (phi(g, one, hvp(one)) < phi(g, d, hvp(d)))
+        d = torch.where(better[:, None], one, d)
+    return d
