@@ -11,7 +11,7 @@ Every curvature source returns an `Expansion`; subproblem solvers only need `mat
 the ball-only problems, the small dense problem of `reduced()` in which the solution lies exactly.
 The eigen-decomposition of that small problem depends on H (and, for the factored form, on the
 span of [Q, g], which a re-centring keeps), not on g: it is computed once, cached privately and
-shared by `recentred` and `select`; only g's coordinates in it are recomputed.
+shared by `recentred`; only g's coordinates in it are recomputed.
 """
 from __future__ import annotations
 
@@ -28,9 +28,6 @@ class _Eig:
     ev: torch.Tensor
     W: torch.Tensor
     V: torch.Tensor
-
-    def pick(self, idx: torch.Tensor) -> _Eig:
-        return _Eig(None if self.P is None else self.P[idx], self.ev[idx], self.W[idx], self.V[idx])
 
 
 @dataclass(frozen=True)
@@ -130,12 +127,6 @@ class Expansion:
         if self.Q is None or self.Q.shape[2] == 0:
             return self.g.new_zeros(B, n, n)
         return self.Q @ self.Hs @ self.Q.transpose(1, 2)
-
-    def select(self, idx: torch.Tensor) -> Expansion:
-        """The expansion of a subset of the batch (its cached decomposition too)."""
-        pick = lambda t: None if t is None else t[idx]
-        return Expansion(self.f[idx], self.g[idx], pick(self.H), pick(self.Q), pick(self.Hs), self.source,
-                         pick(self.logits), [e.pick(idx) for e in self._eig])
 
     def recentred(self, delta: torch.Tensor) -> Expansion:
         """The same quadratic written around a point shifted by -delta.
