@@ -34,6 +34,7 @@ from ..counting import CountingModel
 from ..curvature import Expansion, choose, expand
 from ..objectives import Objective, get_objective
 from .base import Attack
+from . import fixed_budget as fb
 from .boundary_walk import boundary_walk, segment_boundary
 from .pixel_pruning import prune_pixels
 from .search import bracket_and_refine, paper_schedule
@@ -220,6 +221,12 @@ class TEAM(Attack):
                 e = self._expand(model, self.objective, x, y, target)
                 d = self._solve_many(e, x, radius[:, None])[:, 0]
                 return (x + d.reshape(x.shape)).clamp(0, 1), radius
+            if self.norm != "l0":
+                walk = lambda xx, yy, tt: boundary_walk(
+                    model, self._expand, xx, yy, tt, norm=self.norm, steps=fb.WALK_STEPS,
+                    starts=fb.WALK_STARTS, screen=fb.WALK_SCREEN, overshoot=self.overshoot)
+                return fb.fixed_budget(model, x, y, target, norm=self.norm, eps=float(self.eps), walk=walk,
+                                       steps=fb.ASCENT_STEPS), radius
             return self._trust_region_run(model, x, y, target, radius), radius
         if self.mode == "min-norm":
             return boundary_walk(model, self._expand, x, y, target, norm=self.norm, steps=self.steps,
