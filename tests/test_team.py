@@ -34,7 +34,7 @@ def test_l2_step_with_zero_curvature_is_normalised_gradient():
     x = torch.full((4, 16), 0.5, dtype=torch.float64) + 0.01 * torch.randn(4, 16, dtype=torch.float64)
     y = model(x).argmax(1)
     eps = 0.1
-    res = TEAM(model, norm="l2", objective="T1", hessian="none", eps=eps)(x, y)
+    res = TEAM(model, norm="l2", objective="T1", hessian="none", eps=eps, mode="paper")(x, y)
     w = model[1].weight[y]                                  # grad of Z_y
     expected = x - eps * w / w.norm(dim=1, keepdim=True)
     torch.testing.assert_close(res.x_adv, expected, atol=1e-6, rtol=1e-6)

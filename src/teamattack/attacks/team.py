@@ -38,6 +38,7 @@ from ..curvature import SOURCES, Expansion, choose, expand
 from ..objectives import Objective, get_objective
 from ..validation import check_number
 from .base import Attack
+from . import fixed_budget as fb
 from .boundary_walk import ExpandFn, boundary_walk, segment_boundary
 
 Walk = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
@@ -329,10 +330,19 @@ class TEAM(Attack):
     def fixed_budget(self, model: CountingModel, expand_fn: ExpandFn, x, y, target) -> torch.Tensor:
         """The fixed-budget attack (eps given, every mode but paper): x_adv inside eps and the box.
 
-        The one seam of the eps path. Today: trust-region iterations of the second-order model
-        (`_trust_region_run`); `self.walk(model, expand_fn)` is the min-norm walk a fixed-budget
-        algorithm may start from.
+        The one seam of the eps path. L2 / Linf: a short screened walk, then an APGD-style
+        margin ascent inside the ball from the walk's point (teamattack.attacks.fixed_budget).
+        L0: trust-region iterations of the second-order model (`_trust_region_run`).
         """
+        if self.norm != "l0":
+            c = self.walk_config
+
+            def walk(xx: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor | None):
+                return boundary_walk(model, expand_fn, xx, yy, tt, norm=self.norm, steps=fb.WALK_STEPS,
+                                     starts=fb.WALK_STARTS, screen=fb.WALK_SCREEN, overshoot=c.overshoot)
+
+            return fb.fixed_budget(model, x, y, target, norm=self.norm, eps=float(self.eps), walk=walk,
+                                   steps=fb.ASCENT_STEPS)
         radius = torch.full((x.shape[0],), float(self.eps), device=x.device, dtype=x.dtype)
         return self._trust_region_run(model, expand_fn, x, Goal(y, target), radius)
 

@@ -1,0 +1,189 @@
+"""TEAM with a fixed budget eps (L2 or Linf): the boundary walk, then an ascent inside the ball.
+
+A fixed-budget attack answers "is there an adversarial example within eps?". TEAM answers it in
+two phases that share one gradient budget:
+
+1. The minimum-norm boundary walk (TEAM's default mode) finds, per image, a verified adversarial
+   point at distance r. Where r <= eps the image is broken and its point is returned as it is.
+2. The others start from the walk's point pulled into the eps-ball (Linf: clipped, which keeps
+   the sign pattern of the walk's perturbation; L2: scaled toward x), which lies close to the
+   boundary the walk found, and climb the margin loss (the largest other logit minus the true
+   one; targeted: the target's logit minus the largest other) inside the ball and the [0, 1] box
+   with APGD's step rule (Croce & Hein 2020: momentum 0.75, step size halved at checkpoints where
+   too few steps improved, a restart from the best point). An image leaves the ascent as soon as
+   the network calls it adversarial, so the average cost per image is below the budget.
+
+Every point returned as adversarial was verified by a forward pass of the network; points that
+are not adversarial are the ascent's best (highest margin) point, inside the ball and the box.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from ..counting import CountingModel
+
+WalkFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
+
+# The default split of the budget (docs/results/fixed-budget-*.md): a short screened walk
+# (3 starts x 8 steps, the best walking 22 more: 46 gradients) and 50 ascent steps; images that
+# break early leave, so the average stays below APGD-100's 100 gradients per image.
+WALK_STEPS, WALK_STARTS, WALK_SCREEN, ASCENT_STEPS = 30, 3, 8, 50
+
+MOMENTUM = 0.75  # APGD's alpha
+RHO = 0.75       # APGD's fraction of improving steps below which the step size halves
+
+
+def _view(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *[1] * (x.dim() - 1))
+
+
+def _size(d: torch.Tensor, norm: str) -> torch.Tensor:
+    return torch.linalg.vector_norm(d.reshape(d.shape[0], -1), ord=2 if norm == "l2" else float("inf"), dim=1)
+
+
+def project(x: torch.Tensor, x_new: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """x_new pulled into the eps-ball around x (Linf: clipped; L2: scaled), then into [0, 1].
+
+    The box clip only shortens the perturbation (x lies in the box), so the result stays in the ball.
+    """
+    d = x_new - x
+    if norm == "linf":
+        d = d.clamp(-eps, eps)
+    else:
+        n = _size(d, "l2").clamp_min(1e-12)
+        d = d * _view(torch.clamp(eps / n, max=1.0), d)
+    return (x + d).clamp(0.0, 1.0)
+
+
+def margin_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """Per example, > 0 exactly where the example is adversarial (untargeted: misclassified;
+    targeted: classified as the target); the quantity the ascent maximises."""
+    anchor = y if target is None else target
+    za = logits.gather(1, anchor[:, None])[:, 0]
+    zo = logits.scatter(1, anchor[:, None], float("-inf")).max(1).values
+    return zo - za if target is None else za - zo
+
+
+def _checkpoints(steps: int) -> list[int]:
+    """APGD's checkpoints w_j = ceil(p_j * steps): p = 0, 0.22, then gaps shrinking by 0.03 to 0.06."""
+    p = [0.0, 0.22]
+    while p[-1] < 1.0:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    w = (math.ceil(q * steps - 1e-9) for q in p[1:])
+    return sorted({v for v in w if v < steps})
+
+
+def ascent(
+    model: CountingModel,
+    x: torch.Tensor,
+    start: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None,
+    *,
+    eps: float,
+    norm: str,
+    steps: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """APGD-style ascent of the margin loss inside the eps-ball and the box, from `start`.
+
+    Returns (points, adversarial): for each example its first verified adversarial point, or
+    the highest-margin point seen. One gradient per active example and step; an example stops
+    once adversarial.
+    """
+    B = x.shape[0]
+    dev = x.device
+    out = start.clone()
+    adv = torch.zeros(B, dtype=torch.bool, device=dev)
+    if steps <= 0 or B == 0:
+        return out, adv
+    sub = lambda t, i: None if t is None else t[i]
+
+    def loss_grad(p: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = p.detach().requires_grad_(True)
+        logits = model(p)
+        loss = margin_loss(logits, y[idx], sub(target, idx))
+        (g,) = torch.autograd.grad(loss.sum(), p)
+        return loss.detach(), g
+
+    def direction(g: torch.Tensor) -> torch.Tensor:
+        if norm == "linf":
+            return g.sign()
+        return g / _view(_size(g, "l2").clamp_min(1e-12), g)
+
+    idx = torch.arange(B, device=dev)
+    cur = start.clone()
+    loss, g = loss_grad(cur, idx)
+    best, best_loss, best_g = cur.clone(), loss.clone(), g.clone()
+    prev = cur.clone()
+    eta = torch.full((B,), 2.0 * eps, device=dev, dtype=x.dtype)
+    improved = torch.zeros(B, device=dev)
+    best_at_ckpt, eta_at_ckpt = best_loss.clone(), eta.clone()
+    ckpts, last = _checkpoints(steps), 0
+    for k in range(steps + 1):
+        hit = loss > 0
+        if hit.any():  # verified adversarial (the loss came from the network's own logits)
+            out[idx[hit]] = cur[hit].detach()
+            adv[idx[hit]] = True
+        keep = ~hit
+        if k == steps or not keep.any():
+            break
+        if not keep.all():
+            idx, cur, prev, g, loss = idx[keep], cur[keep], prev[keep], g[keep], loss[keep]
+            best, best_loss, best_g = best[keep], best_loss[keep], best_g[keep]
+            eta, improved = eta[keep], improved[keep]
+            best_at_ckpt, eta_at_ckpt = best_at_ckpt[keep], eta_at_ckpt[keep]
+        xs = x[idx]
+        z = project(xs, cur + _view(eta, cur) * direction(g), eps, norm)
+        if k > 0:
+            z = project(xs, cur + MOMENTUM * (z - cur) + (1 - MOMENTUM) * (cur - prev), eps, norm)
+        new_loss, new_g = loss_grad(z, idx)
+        improved += (new_loss > loss).float()
+        better = new_loss > best_loss
+        prev, cur, loss, g = cur, z.detach(), new_loss, new_g
+        best[better], best_loss[better], best_g[better] = cur[better], loss[better], g[better]
+        if ckpts and k + 1 == ckpts[0]:
+            span = ckpts[0] - last
+            halve = (improved < RHO * span) | ((eta == eta_at_ckpt) & (best_loss <= best_at_ckpt))
+            if halve.any():  # smaller steps, restarted from the best point
+                eta = torch.where(halve, eta / 2, eta)
+                h = _view(halve, cur)
+                cur, prev = torch.where(h, best, cur), torch.where(h, best, prev)
+                g, loss = torch.where(h, best_g, g), torch.where(halve, best_loss, loss)
+            improved.zero_()
+            best_at_ckpt, eta_at_ckpt = best_loss.clone(), eta.clone()
+            last = ckpts.pop(0)
+    rest = ~adv[idx]
+    out[idx[rest]] = best[rest]
+    return out, adv
+
+
+def fixed_budget(
+    model: CountingModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None,
+    *,
+    norm: str,
+    eps: float,
+    walk: WalkFn,
+    steps: int,
+) -> torch.Tensor:
+    """Adversarial examples within eps (L2 or Linf) and the box: the walk, then `steps` of ascent.
+
+    walk(x, y, target) -> (points, distances): TEAM's minimum-norm walk (NaN distance: none found).
+    """
+    if norm not in ("l2", "linf"):
+        raise ValueError(f"fixed_budget works in L2 or Linf, got {norm!r}")
+    pts, dist = walk(x, y, target)
+    found = torch.isfinite(dist)
+    inside = found & (_size(pts - x, norm) <= eps)
+    out = torch.where(_view(inside, x), pts, x)
+    rest = (~inside).nonzero().squeeze(1)
+    if rest.numel():
+        start = project(x[rest], torch.where(_view(found[rest], pts[rest]), pts[rest], x[rest]), eps, norm)
+        sub = None if target is None else target[rest]
+        out[rest] = ascent(model, x[rest], start, y[rest], sub, eps=eps, norm=norm, steps=steps)[0]
+    return out

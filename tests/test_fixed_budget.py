@@ -1,0 +1,100 @@
+"""TEAM's fixed-budget mode: the walk, then an APGD-style ascent inside the ball (attacks/fixed_budget.py)."""
+import pytest
+import torch
+from torch import nn
+
+import teamattack as ta
+from teamattack.attacks.fixed_budget import _checkpoints, ascent, fixed_budget, margin_loss, project
+from teamattack.counting import CountingModel
+
+
+@pytest.fixture(scope="module")
+def digits():
+    model = ta.zoo.load("digits-cnn")
+    x, y = ta.data.load("digits", "test", n=80, seed=1)
+    x, y = ta.data.correctly_classified(model, x, y)
+    return model, x[:32], y[:32]
+
+
+def _size(d, norm):
+    d = d.flatten(1)
+    return d.norm(dim=1) if norm == "l2" else d.abs().amax(1)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_projection_lands_in_ball_and_box(norm):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 1, 4, 4, generator=g)
+    far = x + 3 * torch.randn(16, 1, 4, 4, generator=g)
+    p = project(x, far, 0.3, norm)
+    assert bool((_size(p - x, norm) <= 0.3 + 1e-6).all())
+    assert float(p.min()) >= 0.0 and float(p.max()) <= 1.0
+    inside = x + 0.01 * torch.randn(16, 1, 4, 4, generator=g).clamp(-1, 1)
+    torch.testing.assert_close(project(x, inside.clamp(0, 1), 0.3, norm), inside.clamp(0, 1))
+
+
+def test_margin_loss_is_positive_exactly_when_adversarial():
+    logits = torch.tensor([[3.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.5, 2.0]])
+    y = torch.tensor([0, 0, 2])
+    assert (margin_loss(logits, y, None) > 0).tolist() == [False, True, False]
+    t = torch.tensor([1, 1, 1])
+    assert (margin_loss(logits, y, t) > 0).tolist() == [False, True, False]
+
+
+def test_checkpoints_follow_apgd():
+    """APGD's schedule for 100 iterations: 22, 41, 57, 70, 80, 87, 93, 99 (Croce & Hein 2020, Sec. 3.2)."""
+    assert _checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+
+
+@pytest.mark.parametrize("norm,eps", [("l2", 0.3), ("linf", 0.05)])
+def test_ascent_on_a_linear_model_breaks_exactly_the_images_within_reach(norm, eps):
+    """Two classes, w.x + b, small eps (box inactive): the minimal distance is |m| / ||w||_dual,
+    so the ascent breaks an image exactly when that distance is below eps."""
+    torch.manual_seed(0)
+    n = 16
+    w = torch.randn(n, dtype=torch.float64)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(n, 2)).double().eval()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.stack([w / 2, -w / 2]))
+        model[1].bias.zero_()
+    x = (0.5 + 0.05 * torch.randn(64, 1, 4, 4, dtype=torch.float64)).clamp(0.3, 0.7)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    margin = (x.flatten(1) @ w).abs()
+    dual = w.norm() if norm == "l2" else w.abs().sum()
+    reach = margin / dual <= eps
+    clear = (margin / dual - eps).abs() > 0.02 * eps  # leave out the images at the edge
+    out, adv = ascent(CountingModel(model), x, x.clone(), y, None, eps=eps, norm=norm, steps=30)
+    assert bool((adv[clear] == reach[clear]).all())
+    with torch.no_grad():
+        assert bool((model(out).argmax(1) != y)[adv].all())
+    assert bool((_size(out - x, norm) <= eps + 1e-9).all())
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.5)])
+def test_team_fixed_budget_inside_budget_and_at_least_the_walk(digits, norm, eps):
+    """Every example inside the ball and the box, success by a fresh pass, at most 100
+    gradients per image, and at least every image the min-norm walk breaks within eps."""
+    model, x, y = digits
+    res = ta.TEAM(model, norm=norm, eps=eps)(x, y)
+    dist = res.linf if norm == "linf" else res.l2
+    assert bool((dist <= eps + 1e-5).all())
+    assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
+    with torch.no_grad():
+        assert bool((model(res.x_adv).argmax(1) != y).eq(res.success).all())
+    assert res.counters.gradients / len(x) <= 100
+    walk = ta.TEAM(model, norm=norm, mode="min-norm")(x, y)
+    walk_dist = walk.linf if norm == "linf" else walk.l2
+    walk_broken = walk.success & (walk_dist <= eps)
+    assert bool(res.success[walk_broken].all())
+    assert res.asr >= walk_broken.float().mean().item()
+
+
+def test_fixed_budget_ascent_takes_over_where_the_walk_fails(digits):
+    """A walk that finds nothing: the ascent alone, from x, still breaks images (the seam works)."""
+    model, x, y = digits
+    nothing = lambda xx, yy, tt: (xx.clone(), torch.full((len(xx),), float("nan")))
+    out = fixed_budget(CountingModel(model), x, y, None, norm="linf", eps=0.15, walk=nothing, steps=40)
+    assert bool((_size(out - x, "linf") <= 0.15 + 1e-6).all())
+    with torch.no_grad():
+        assert float((model(out).argmax(1) != y).float().mean()) > 0.5
