@@ -2,7 +2,8 @@
 # The project's two entry points (see README):
 #   ./run.sh demo   the main job on the embedded digits data (no files to fetch)
 #   ./run.sh test   the test suite (CI runs exactly this)
-# Other verbs: ./run.sh peers (install the optional peer libraries), ./run.sh teamattack ARGS...
+# Other verbs: ./run.sh peers (install the optional peer libraries), ./run.sh docs (API reference
+# into site/), ./run.sh teamattack ARGS...
 # Each creates or reuses .venv and installs what it needs; torch is pinned to the CPU wheel.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -65,8 +66,9 @@ fi
 cmd=${1:-demo}; shift || true
 case "$cmd" in
   demo) setup "[test]"; exec "$VENV/bin/teamattack" demo "$@" ;;
-  test) setup "[test]"; peers_setup; browser_setup; exec "$VENV/bin/python" -m pytest -n 2 "$@" ;;
+  test) setup "[test,docs]"; peers_setup; browser_setup; exec "$VENV/bin/python" -m pytest -n 2 "$@" ;;
   peers) setup "[test]"; peers_setup ;;
+  docs) setup "[test,docs]"; exec "$VENV/bin/python" -m mkdocs build "$@" ;;   # API reference -> site/
   teamattack) setup "[test]"; exec "$VENV/bin/teamattack" "$@" ;;
-  *) echo "usage: ./run.sh demo|test|peers|teamattack ARGS" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh demo|test|peers|docs|teamattack ARGS" >&2; exit 2 ;;
 esac

@@ -148,8 +148,11 @@ def _bench_chart(runs: list[dict]) -> Image | None:
             and isinstance(r.get(r["norm"]), dict) and isinstance(r[r["norm"]].get("median"), (int, float))]
     if len(rows) < 2:
         return None
+    import importlib.util
     import tempfile
 
+    if importlib.util.find_spec("matplotlib") is None:  # the plots extra is optional: tables only
+        return None
     from ..experiments.plotting import grouped_bars
 
     norm = runs[0].get("norm", "")
