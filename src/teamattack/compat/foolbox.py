@@ -54,7 +54,7 @@ class TEAM(_fb.attacks.base.MinimizationAttack):
             raise TypeError("foolbox gives the budgets at call time: pass epsilons=[...] to the call")
         self.norm = norm
         self.team_options = {**team_kwargs(norm, None, mode), **team_options}
-        _TEAM(torch.nn.Identity(), **self.team_options)  # fail now on bad options
+        _TEAM(torch.nn.Identity().eval(), **self.team_options)  # fail now on bad options
         self.last_result: AttackResult | None = None
 
     @property

@@ -68,7 +68,7 @@ class TEAM(_TAAttack):
         self.norm = norm
         self.eps = eps
         self.team_options = {**team_kwargs(norm, eps, mode), **team_options}
-        _TEAM(nn.Identity(), **self.team_options)  # fail now on bad options, not at the first batch
+        _TEAM(nn.Identity().eval(), **self.team_options)  # fail now on bad options, not at the first batch
         self.supported_mode = ["default", "targeted"]
         self.last_result: AttackResult | None = None
 
