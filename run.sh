@@ -2,7 +2,8 @@
 # The project's two entry points (see README):
 #   ./run.sh demo   the main job on the embedded digits data (no files to fetch)
 #   ./run.sh test   the test suite (CI runs exactly this)
-# Other verbs: ./run.sh peers (install the optional peer libraries), ./run.sh teamattack ARGS...
+# Other verbs: ./run.sh peers (install the optional peer libraries), ./run.sh docs (API reference
+# into site/), ./run.sh teamattack ARGS...
 # Each creates or reuses .venv and installs what it needs; torch is pinned to the CPU wheel.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -47,6 +48,16 @@ assert u.find_spec('adv_lib'), 'adv_lib missing'; print('peers: torchattacks', t
   echo "$want" > "$stamp"
 }
 
+# Debian's chromium for the HTML report's browser test (tests/test_report.py); that one test is
+# skipped, saying why, only where it cannot be installed (no apt-get, no root / sudo, no network).
+browser_setup() {
+  command -v chromium >/dev/null 2>&1 && return 0
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  if command -v apt-get >/dev/null 2>&1 && { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+      $sudo apt-get install -y -qq --no-install-recommends chromium; } >/dev/null 2>&1; then return 0; fi
+  echo "test: chromium could not be installed; the report's browser test will be skipped" >&2
+}
+
 # Data root: an explicit TEAMATTACK_DATA wins; otherwise the shared datasets beside the checkout.
 if [ -z "${TEAMATTACK_DATA:-}" ] && [ -d ../shared/datasets ]; then
   export TEAMATTACK_DATA; TEAMATTACK_DATA=$(cd ../shared/datasets && pwd)
@@ -55,8 +66,9 @@ fi
 cmd=${1:-demo}; shift || true
 case "$cmd" in
   demo) setup "[test]"; exec "$VENV/bin/teamattack" demo "$@" ;;
-  test) setup "[test]"; peers_setup; exec "$VENV/bin/python" -m pytest -n 2 "$@" ;;
+  test) setup "[test,docs]"; peers_setup; browser_setup; exec "$VENV/bin/python" -m pytest -n 2 "$@" ;;
   peers) setup "[test]"; peers_setup ;;
+  docs) setup "[test,docs]"; exec "$VENV/bin/python" -m mkdocs build "$@" ;;   # API reference -> site/
   teamattack) setup "[test]"; exec "$VENV/bin/teamattack" "$@" ;;
-  *) echo "usage: ./run.sh demo|test|peers|teamattack ARGS" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh demo|test|peers|docs|teamattack ARGS" >&2; exit 2 ;;
 esac

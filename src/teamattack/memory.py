@@ -64,7 +64,8 @@ def limit_fragmentation(threshold: int = 128 * 1024) -> bool:
     Long CPU attack loops allocate thousands of short-lived multi-MB tensors; glibc's dynamic
     mmap threshold then serves them from the heap, whose fragmentation made the resident memory of
     a 100-image benchmark grow past 24 GB here. Fixing the threshold keeps it near the live data.
-    Returns False where this is not glibc (nothing is changed). The CLI calls it at start.
+    Returns False where this is not glibc (nothing is changed). The CLI calls it at start, and
+    every attack once per process (limit_fragmentation_once).
     """
     import ctypes
     import ctypes.util
@@ -77,3 +78,15 @@ def limit_fragmentation(threshold: int = 128 * 1024) -> bool:
         return bool(libc.mallopt(-3, int(threshold)))  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         return False
+
+
+_APPLIED: bool | None = None
+
+
+def limit_fragmentation_once() -> bool:
+    """`limit_fragmentation()` the first time it is asked for in this process (every attack's
+    constructor asks). `TEAMATTACK_MALLOPT=0` in the environment turns it off."""
+    global _APPLIED
+    if _APPLIED is None:
+        _APPLIED = os.environ.get("TEAMATTACK_MALLOPT", "1") != "0" and limit_fragmentation()
+    return _APPLIED

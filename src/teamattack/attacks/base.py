@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from ..counting import CountingModel
-from ..memory import PeakMemory
+from ..memory import PeakMemory, limit_fragmentation_once
 from ..metrics import is_adversarial, l0, l2, linf
 from ..result import AttackResult, Counters
 from ..validation import InputError, check_inputs, check_model
+from .. import preprocessing as _space
 
 
 class Attack(ABC):
@@ -25,10 +26,33 @@ class Attack(ABC):
     name: str = "attack"
     library: str = "teamattack"
     norm: str = "l2"
+    input_space: _space.InputSpace | None = None  # bounds / preprocessing (teamattack.preprocessing)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        # every attack takes bounds= and preprocessing= (teamattack.preprocessing)
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _space.accept_space(cls.__init__)
+
+    def set_input_space(self, bounds=None, preprocessing=None) -> Attack:
+        """Inputs in `bounds=(lo, hi)`, model fed `(x - mean) / std`; distances on x's scale."""
+        space = _space.InputSpace.of(bounds, preprocessing)
+        self.input_space = None if space.is_identity else space
+        return self
 
     def __init__(self, model: nn.Module, targeted: bool = False) -> None:
         self.model = model
         self.targeted = targeted
+        limit_fragmentation_once()  # glibc: return freed attack buffers (teamattack.memory)
+
+    def run_loader(self, loader, verbose: bool = False, keep_images: bool = True) -> AttackResult:
+        """Attack every `(x, y)` / `(x, y, target)` batch of a DataLoader; one AttackResult.
+
+        (`run` is the subclasses' per-batch hook; see teamattack.loader.)
+        """
+        from ..loader import run_loader
+
+        return run_loader(self, loader, verbose=verbose, keep_images=keep_images)
 
     @abstractmethod
     def run(
@@ -38,6 +62,8 @@ class Attack(ABC):
         for `AttackResult.info` (what the call decided, e.g. TEAM's curvature source)."""
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> AttackResult:
+        if self.input_space is not None:
+            return _space.call_in_space(self, self.input_space, x, y, target)
         check_model(self.model)
         if self.targeted and target is None:
             raise InputError(f"{self.name} is targeted: pass target=")

@@ -91,6 +91,7 @@ class PeerAttack(Attack):
         self.norm = preset.norm
         self.budget = preset.budget
         self.seed = seed
+        self.overrides = dict(overrides)  # what the user gave (teamattack.preprocessing rescales these)
         self.params = _resolve_kwargs(preset, overrides)
 
     @property
@@ -231,6 +232,8 @@ def make(name: str, model: nn.Module, targeted: bool = False, **overrides: Any) 
     `overrides` replace the preset's keyword arguments (library names; ASCII aliases such as
     `gamma`, `alpha_init` and `steps` for ALMA's `num_steps` are accepted) and may include `seed`
     (default 0; None to leave torch's RNG alone). Fixed-budget attacks take `eps` (and `steps`).
+    `bounds=(lo, hi)` and `preprocessing=(mean, std)` put the inputs on the user's scale (as for
+    every attack: teamattack.preprocessing); `eps` / `alpha` given here are then on that scale.
     Raises KeyError for an unknown name, InputError for an unsupported mode, TypeError for an
     unknown option, and PeerUnavailable (an ImportError) when the library is not installed.
     """

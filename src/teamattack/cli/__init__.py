@@ -8,7 +8,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ["demo", "train", "evaluate", "attack", "bench", "exact", "reproduce"]
+SUBCOMMANDS = ["demo", "train", "evaluate", "attack", "bench", "exact", "reproduce", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:
