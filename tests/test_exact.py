@@ -289,3 +289,21 @@ def test_decomposition_is_shared_with_the_theorems():
     from teamattack.exact.relu import unrolled
     for L, (W, b) in zip(layers, dense):
         assert np.allclose(unrolled(L).numpy(), W) and np.allclose(L.op.bias.detach().numpy(), b)
+
+
+def test_exact_cli_l2(tmp_path, capsys):
+    import json
+
+    from teamattack.cli import main
+
+    out = tmp_path / "e.json"
+    rc = main(["exact", "--model", "digits-mlp", "--dataset", "digits", "--norm", "l2", "-n", "2",
+               "--time-limit", "20", "--json", str(out)])
+    assert rc in (0, None)
+    doc = json.loads(out.read_text())
+    assert doc["method"] == "relu-miqp" and not doc["targeted"] and doc["n"] == 2
+    for r in doc["results"]:
+        assert r["status"] in ("optimal", "time-limit") and r["lower"] <= r["eps"] + 1e-9
+        assert r["eps"] <= r["attack_upper_bound"] * (1 + 1e-4) + 1e-6
+        assert r["status"] != "optimal" or r["verified"]
+    assert "l2 optimum" in capsys.readouterr().out
