@@ -307,3 +307,16 @@ def test_exact_cli_l2(tmp_path, capsys):
         assert r["eps"] <= r["attack_upper_bound"] * (1 + 1e-4) + 1e-6
         assert r["status"] != "optimal" or r["verified"]
     assert "l2 optimum" in capsys.readouterr().out
+
+
+def test_explain_a_gap(tiny_mlp):
+    from teamattack.exact.diagnose import explain
+
+    model, x, y = tiny_mlp
+    layers = X.relu_layers(model, (1, 8, 8))
+    res = X.min_l2_relu(model, x[:1], y[:1], time_limit=30)
+    x0, xo = x[0].reshape(-1).double().numpy(), res.x_adv[0].reshape(-1).double().numpy()
+    same = explain(layers, x0, xo, xo, "l2")
+    assert same.reason == "same region" and same.ratio == pytest.approx(1.0) and same.cosine == pytest.approx(1.0)
+    far = explain(layers, x0, x0 + 2.0 * (xo - x0), xo, "l2")
+    assert far.ratio == pytest.approx(2.0) and far.attack_class != int(y[0])
