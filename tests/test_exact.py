@@ -11,7 +11,7 @@ from conftest import train_digits_mlp
 from torch import nn
 
 from teamattack.paper import FGSM
-from teamattack.bench import exact as X
+import teamattack.exact as X
 from teamattack.bench import harness
 from teamattack.bench.suites import BUDGET, AttackSpec
 
@@ -178,7 +178,7 @@ def test_not_applicable():
     with pytest.raises(X.NotApplicable):
         X.exact_optimum(mlp, torch.rand(2, 4), torch.zeros(2, dtype=torch.long), "linf")
     relu = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
-    assert X.applicable(relu, (4,), "linf") and not X.applicable(relu, (4,), "l2")
+    assert X.applicable(relu, (4,), "linf") and X.applicable(relu, (4,), "l2") and not X.applicable(relu, (4,), "l0")
     assert X.applicable(_linear_model(4, 3), (4,), "l2")
 
 
@@ -191,3 +191,132 @@ def test_bench_ratio_to_optimum(tiny_mlp):
     assert out["exact"]["linf/untargeted"]["statuses"].get("optimal", 0) >= 1
     if rec["asr"] > 0:
         assert rec["ratio_to_optimum"]["n"] >= 1 and rec["ratio_to_optimum"]["median"] >= 1 - 1e-4
+
+
+# ------------------------------------------------------------------------------ L2 by MIQP (SCIP)
+def test_miqp_equals_affine_closed_form_and_qp():
+    """An affine model is a ReLU net without hidden layers: the MIQP must equal the exact forms."""
+    model = _linear_model(12, 4, seed=1)
+    x = torch.rand(5, 1, 3, 4)
+    y = model(x).argmax(1)
+    exact = X.min_dist_affine(model, x, y, "l2")
+    miqp = X.min_l2_relu(model, x, y)
+    assert miqp.status == ["optimal"] * 5 and bool(miqp.verified.all())
+    assert np.allclose(miqp.eps, exact.eps, rtol=1e-4, atol=1e-6)
+    t = (y + 1) % 4
+    qp = X.min_dist_affine(model, x, y, "l2", target=t)
+    mt = X.min_l2_relu(model, x, y, target=t)
+    ok = np.array([s == "optimal" for s in qp.status])
+    assert ok.any() and np.allclose(mt.eps[ok], qp.eps[ok], rtol=1e-4, atol=1e-6)
+    assert (model(mt.x_adv[torch.from_numpy(ok)]).argmax(1) == t[torch.from_numpy(ok)]).all()
+
+
+def test_miqp_optimum_below_every_attack(tiny_mlp):
+    from teamattack.attacks import TEAM
+
+    model, x, y = tiny_mlp
+    x, y = x[:2], y[:2]
+    res = X.min_l2_relu(model, x, y, time_limit=30)  # no eps_max, no start: the loosest MIQP
+    assert res.status == ["optimal"] * len(x) and bool(res.verified.all())
+    assert (res.lower <= res.eps + 1e-9).all()
+    # the verified point, just across the optimum, is adversarial and within eps* + 1e-4
+    d = (res.x_adv - x).flatten(1).norm(dim=1).double().numpy()
+    assert (d <= res.eps + 1e-4 + 1e-6).all() and (model(res.x_adv).argmax(1) != y).all()
+    assert (res.x_adv >= 0).all() and (res.x_adv <= 1).all()
+    # no attack beats it: TEAM's walk, and FGSM-L2 style steps along the gradient
+    team = TEAM(model, norm="l2", mode="min-norm")(x, y)
+    td = (team.x_adv - x).flatten(1).norm(dim=1).double().numpy()
+    ok = team.success.numpy()
+    assert ok.any() and (res.eps[ok] <= td[ok] * (1 + 1e-5) + 1e-7).all()
+    # with TEAM's point as the start and its distance as eps_max (the fast path): the same optimum
+    start = team.x_adv.clone()
+    start[~team.success] = float("nan")
+    hinted = X.min_l2_relu(model, x, y, eps_max=torch.where(team.success, torch.from_numpy(td).float() * 1.0001 + 1e-6,
+                                                               torch.full((2,), float("inf"))), x_start=start)
+    assert np.allclose(hinted.eps, res.eps, rtol=1e-4, atol=1e-6)
+    assert any(p.get("incumbent", {}).get("accepted") for p in hinted.info["per_image"])
+    # targeted: at least the untargeted optimum, and the target is what the model says
+    t = (y + 2) % 10
+    tg = X.min_l2_relu(model, x[:1], y[:1], target=t[:1], eps_max=4.0, time_limit=30)
+    for i, st in enumerate(tg.status):
+        if st == "optimal":
+            assert tg.eps[i] >= res.eps[i] - 1e-6
+            assert bool(tg.verified[i]) and model(tg.x_adv[i:i + 1]).argmax(1).item() == t[i].item()
+
+
+def test_time_limited_solves_report_a_lower_bound():
+    from teamattack import zoo
+
+    model = zoo.load("digits-mlp").eval()
+    xa, ya = harness.load_images("digits", model, 1, 0, None, torch.device("cpu"))[:2]
+    for solve, dist in ((X.min_l2_relu, lambda d: d.flatten(1).norm(dim=1)),
+                        (X.min_linf_relu, lambda d: d.flatten(1).abs().amax(dim=1))):
+        ub, xb = X.pgd_linf_bisection(model, xa, ya)
+        res = solve(model, xa, ya, time_limit=0.05, x_start=xb, lp_bounds=False)
+        assert res.status[0] == "time-limit", res.status
+        assert res.lower[0] <= res.eps[0] + 1e-9 and res.lower[0] >= 0
+        # the incumbent (PGD's point) bounds the best found
+        assert res.eps[0] <= float(dist(xb - xa)[0]) * (1 + 1e-6) + 1e-6
+
+
+def test_linf_milp_takes_the_attack_point(tiny_mlp):
+    model, x, y = tiny_mlp
+    x, y = x[:3], y[:3]
+    ub, xb = X.pgd_linf_bisection(model, x, y)
+    plain = X.min_linf_relu(model, x, y, eps_max=ub * 1.0001 + 1e-6)
+    started = X.min_linf_relu(model, x, y, eps_max=ub * 1.0001 + 1e-6, x_start=xb)
+    assert np.allclose(plain.eps, started.eps, atol=1e-6) and bool(started.verified.all())
+    assert all(p["incumbent"]["accepted"] for p in started.info["per_image"])
+
+
+def test_ratio_stats_worst_and_share_within_one_percent():
+    from teamattack.bench.records import ratio_stats
+
+    r = ratio_stats([1.0, 2.2, 3.0, 5.0, 1.0], [True, True, True, False, True], [1.0, 2.0, 3.0, 4.0, math.nan])
+    assert r["n"] == 3 and r["solved"] == 4 and r["worst"] == pytest.approx(1.1)
+    assert r["within_1pct"] == pytest.approx(0.5) and r["off"] == {1: pytest.approx(1.1), 3: None}
+    assert r["p90"] == pytest.approx(1.1) and r["median"] == pytest.approx(1.0)
+
+
+def test_decomposition_is_shared_with_the_theorems():
+    from teamattack.experiments import theorems
+
+    assert theorems.decompose is X.decompose and theorems.NotSupported is X.NotApplicable
+    net = nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)).double().eval()
+    layers = X.decompose(net, (6,))
+    dense = X.relu_layers(net, (6,))
+    assert len(layers) == len(dense) == 2 and [L.relu for L in layers] == [True, False]
+    from teamattack.exact.relu import unrolled
+    for L, (W, b) in zip(layers, dense):
+        assert np.allclose(unrolled(L).numpy(), W) and np.allclose(L.op.bias.detach().numpy(), b)
+
+
+def test_exact_cli_l2(tmp_path, capsys):
+    import json
+
+    from teamattack.cli import main
+
+    out = tmp_path / "e.json"
+    rc = main(["exact", "--model", "digits-mlp", "--dataset", "digits", "--norm", "l2", "-n", "2",
+               "--time-limit", "20", "--json", str(out)])
+    assert rc in (0, None)
+    doc = json.loads(out.read_text())
+    assert doc["method"] == "relu-miqp" and not doc["targeted"] and doc["n"] == 2
+    for r in doc["results"]:
+        assert r["status"] in ("optimal", "time-limit") and r["lower"] <= r["eps"] + 1e-9
+        assert r["eps"] <= r["attack_upper_bound"] * (1 + 1e-4) + 1e-6
+        assert r["status"] != "optimal" or r["verified"]
+    assert "l2 optimum" in capsys.readouterr().out
+
+
+def test_explain_a_gap(tiny_mlp):
+    from teamattack.exact.diagnose import explain
+
+    model, x, y = tiny_mlp
+    layers = X.relu_layers(model, (1, 8, 8))
+    res = X.min_l2_relu(model, x[:1], y[:1], time_limit=30)
+    x0, xo = x[0].reshape(-1).double().numpy(), res.x_adv[0].reshape(-1).double().numpy()
+    same = explain(layers, x0, xo, xo, "l2")
+    assert same.reason == "same region" and same.ratio == pytest.approx(1.0) and same.cosine == pytest.approx(1.0)
+    far = explain(layers, x0, x0 + 2.0 * (xo - x0), xo, "l2")
+    assert far.ratio == pytest.approx(2.0) and far.attack_class != int(y[0])

@@ -203,7 +203,7 @@ def run_bench(
     targeted: the suite's mode. targets: "all" (every target once: average / best / worst) or
     "random" (only the seeded random target: average). eps_list: fixed-budget mode (robust accuracy
     at each eps; budget attacks run at each eps). exact: add ratio_to_optimum where the optimum of
-    the model is computable (affine model: L2 / Linf; ReLU MLP: Linf by MILP).
+    the model is computable (affine model: L2 / Linf; ReLU network: Linf MILP, L2 MIQP).
     on_unit(key) is called after every finished unit (tests use it to simulate an interruption).
     """
     from tqdm.auto import tqdm
@@ -381,7 +381,7 @@ def _robust_rows(runs_arrays, case, eps_list, n) -> list[dict]:
 def _exact(model, x, y, m, k_rand, batches, main_runs, case_names, targeted, targets, store,
            time_limit, progress, log):
     """Per-image optima for the suite's norms where computable; cached in the sidecar per batch."""
-    from . import exact as X
+    from .. import exact as X
 
     optima: dict[tuple[str, str], list[float]] = {}
     summary: dict = {}
@@ -389,14 +389,14 @@ def _exact(model, x, y, m, k_rand, batches, main_runs, case_names, targeted, tar
     n = len(x)
     for norm in _norms(main_runs):
         if norm not in ("l2", "linf") or not X.applicable(model, shape, norm):
-            log(f"exact: no {norm} optimum for this model (L2: affine models; Linf: affine or ReLU MLP)")
+            log(f"exact: no {norm} optimum for this model (affine models or ReLU networks only)")
             continue
         # which optimum each case needs: the untargeted one (untargeted, best), the random target's (average)
         kinds = {}
         for case in case_names:
             kinds[case] = "untargeted" if case in ("untargeted", "best") else ("random" if case == "average" else None)
         for kind in sorted({k for k in kinds.values() if k}):
-            # eps_max for the MILP: the least Linf distance of any successful attack on that problem
+            # eps_max for the solver: the least distance (in this norm) of any successful attack on that problem
             src_case = "untargeted" if not targeted else ("best" if kind == "untargeted" else "average")
             ub = [math.inf] * n
             for r in main_runs:
@@ -405,14 +405,14 @@ def _exact(model, x, y, m, k_rand, batches, main_runs, case_names, targeted, tar
                     continue
                 for i in range(n):
                     if arr["success"][i]:
-                        ub[i] = min(ub[i], arr["linf"][i])
+                        ub[i] = min(ub[i], arr[norm][i])
             vals: list[dict] = []
             for b, (lo, hi) in enumerate(batches):
                 key = f"exact|{norm}|{kind}|b={b}"
                 val = store.get(key)
                 if val is None:
                     tb = None if kind == "untargeted" else (y[lo:hi] + k_rand[lo:hi].to(y.device)) % m
-                    em = torch.tensor([u * (1 + 1e-4) + 1e-6 if math.isfinite(u) else 1.0 for u in ub[lo:hi]])
+                    em = torch.tensor([u * (1 + 1e-4) + 1e-6 if math.isfinite(u) else math.inf for u in ub[lo:hi]])
                     res = X.exact_optimum(model, x[lo:hi], y[lo:hi], norm, target=tb, eps_max=em,
                                           time_limit=time_limit, progress=progress)
                     val = _roundtrip({"records": res.records()})

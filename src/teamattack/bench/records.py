@@ -5,7 +5,7 @@ A run record (one row of a benchmark) is
     {"attack", "library", "norm", "targeted", "case", "n", "asr",
      "l0": {"mean", "median"}, "l2": {...}, "linf": {...}, "psnr": {...},
      "seconds_per_image", "grad_evals_per_image", "hvps_per_image", "forwards_per_image",
-     ["ratio_to_optimum": {"median", "mean", "n"}], ["eps": e], ["robust_accuracy": {eps: acc}]}
+     ["ratio_to_optimum": {"median", "mean", "p90", "worst", "n", "solved", "within_1pct", "off"}], ["eps": e], ["robust_accuracy": {eps: acc}]}
 
 with distortion statistics over successes only (SPEC 8). Internally a run is kept as per-example
 arrays (`Arrays`: success, l0, l2, linf, psnr as lists, plus the work counters summed over the
@@ -69,14 +69,37 @@ def _n(arr: Arrays) -> int:
     return len(arr["success"])
 
 
-def ratio_stats(dist: Sequence[float], success: Sequence[bool], optimum: Sequence[float] | None) -> dict | None:
-    """Median/mean of distance / optimum over successes with a known positive optimum."""
+def ratio_stats(dist: Sequence[float], success: Sequence[bool], optimum: Sequence[float] | None,
+                within: float = 0.01) -> dict | None:
+    """distance / optimum over successes with a known positive optimum, image by image.
+
+    median, mean, p90 and worst of the ratio (n: how many), `solved` (images with a proven
+    optimum), `within_1pct`: the share of the solved images the attack broke within (1 + within)
+    times the optimum (a failure counts as not within), and `off` {image position: ratio} for the
+    images past that (a failure: null).
+    """
     if optimum is None:
         return None
-    r = [d / o for d, s, o in zip(dist, success, optimum)
-         if s and o is not None and math.isfinite(o) and o > 0 and math.isfinite(d)]
+    r, off, solved, close = [], {}, 0, 0
+    for i, (d, s, o) in enumerate(zip(dist, success, optimum)):
+        if o is None or not math.isfinite(o) or o <= 0:
+            continue
+        solved += 1
+        if s and math.isfinite(d):
+            r.append(d / o)
+            if d / o <= 1 + within:
+                close += 1
+            else:
+                off[i] = d / o
+        else:
+            off[i] = None
     st = stats(r)
-    return {"median": st["median"], "mean": st["mean"], "n": len(r)}
+    p90 = None
+    if r:
+        srt = sorted(r)
+        p90 = srt[min(len(srt) - 1, math.ceil(0.9 * len(srt)) - 1)]
+    return {"median": st["median"], "mean": st["mean"], "p90": p90, "worst": max(r) if r else None,
+            "n": len(r), "solved": solved, "within_1pct": close / solved if solved else None, "off": off}
 
 
 def record_from_arrays(
@@ -254,7 +277,8 @@ def markdown_table(runs: Sequence[dict], title: str | None = None) -> str:
     has_eps = any("eps" in r for r in runs)
     head = ["attack", "library", "case", "norm"] + (["eps"] if has_eps else []) + \
         ["n", "ASR", "L0 med/mean", "L2 med/mean", "Linf med/mean", "PSNR med/mean",
-         "s/img", "grads/img", "HVPs/img", "peak MB"] + (["ratio to opt. (med)"] if has_ratio else [])
+         "s/img", "grads/img", "HVPs/img", "peak MB"] + \
+        (["ratio to opt. med / p90 / worst", "within 1%"] if has_ratio else [])
     lines = []
     if title:
         lines += [f"### {title}", ""]
@@ -270,7 +294,13 @@ def markdown_table(runs: Sequence[dict], title: str | None = None) -> str:
                 _fmt(r.get("peak_memory_mb"), 4)]
         if has_ratio:
             ro = r.get("ratio_to_optimum")
-            row.append(_fmt(ro["median"], 5) + f" (n={ro['n']})" if ro and ro.get("median") is not None else "-")
+            if ro and ro.get("median") is not None:
+                vals = [ro[k] for k in ("median", "p90", "worst") if ro.get(k) is not None]
+                row.append(" / ".join(_fmt(v, 5) for v in vals) + f" (n={ro['n']})")
+            else:
+                row.append("-")
+            w = (ro or {}).get("within_1pct")
+            row.append(f"{100 * w:.1f}% of {ro['solved']}" if w is not None else "-")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 

@@ -36,7 +36,7 @@ def register(sub) -> None:
                    help="targeted suites: run every target (average/best/worst, default) or only the random one")
     p.add_argument("--markdown", default=None, help="also write the table here")
     p.add_argument("--exact", action="store_true",
-                   help="add ratio_to_optimum where the optimum is computable (affine model: L2/Linf; ReLU MLP: Linf MILP)")
+                   help="add ratio_to_optimum where the optimum is computable (affine model: L2/Linf; ReLU network: Linf MILP, L2 MIQP)")
     p.add_argument("--exact-time-limit", type=float, default=60.0, help="MILP time limit per image, seconds")
     p.add_argument("--sidecar", default=None, help="resume file (default: JSON path + .partial.jsonl)")
     p.add_argument("--fresh", action="store_true", help="discard saved partial results and start again")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,6 +34,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import data
+from ..exact.relu import (  # noqa: F401 - re-exported: the theorems' vocabulary
+    AffineLayer,
+    NotApplicable,
+    decompose,
+    inf_norm,
+    leaves,
+    preactivations,
+    row_abs_sums,
+    unrolled,
+)
 from . import Context, register
 from .common import fgsm_direction
 
@@ -44,99 +53,9 @@ C_FRACTIONS = (0.1, 0.5, 0.9, 0.99)                    # c = f * c_bound (Thm 5.
 BOUNDS = ("paper", "product", "local")
 
 
-class NotSupported(ValueError):
-    """The model is not a plain Sequential of Flatten / Linear / Conv2d / ReLU."""
-
-
-# ------------------------------------------------------------------------------------- decomposition
-@dataclass
-class AffineLayer:
-    op: nn.Module          # nn.Linear or nn.Conv2d
-    flatten: bool          # flatten (start_dim 1) before op
-    relu: bool             # ReLU after op
-    in_shape: tuple = ()   # per-example shape entering op (after the flatten)
-    out_shape: tuple = ()
-
-    def linear(self, h: torch.Tensor) -> torch.Tensor:
-        """The op without its bias (the linear part W h)."""
-        if isinstance(self.op, nn.Linear):
-            return F.linear(h, self.op.weight)
-        return self.op._conv_forward(h, self.op.weight, None)
-
-
-def _leaves(model: nn.Module) -> list[nn.Module]:
-    if isinstance(model, nn.Sequential):
-        return [m for child in model for m in _leaves(child)]
-    return [model]
-
-
-def decompose(model: nn.Module, input_shape: tuple[int, ...]) -> list[AffineLayer]:
-    """Split a Sequential ReLU net into affine layers (the paper's W_j, conv included) and ReLUs."""
-    layers: list[AffineLayer] = []
-    flatten = False
-    for m in _leaves(model):
-        if isinstance(m, nn.Flatten):
-            if m.start_dim != 1 or m.end_dim != -1:
-                raise NotSupported("only Flatten(start_dim=1) is supported")
-            flatten = True
-        elif isinstance(m, (nn.Linear, nn.Conv2d)):
-            if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
-                raise NotSupported("only zero-padded convolutions (their unrolled rows are exact)")
-            layers.append(AffineLayer(m, flatten, False))
-            flatten = False
-        elif isinstance(m, nn.ReLU):
-            if not layers or layers[-1].relu:
-                raise NotSupported("a ReLU must follow a Linear / Conv2d layer")
-            layers[-1].relu = True
-        elif isinstance(m, (nn.Identity, nn.Dropout)):
-            continue
-        else:
-            raise NotSupported(f"{type(m).__name__} is outside the theorems' class (linear/conv + ReLU)")
-    if not layers or layers[-1].relu or flatten:
-        raise NotSupported("the net must end with a Linear layer giving the logits")
-    h = torch.zeros((1, *input_shape), dtype=layers[0].op.weight.dtype, device=layers[0].op.weight.device)
-    with torch.no_grad():
-        for L in layers:
-            h = h.flatten(1) if L.flatten else h
-            L.in_shape = tuple(h.shape[1:])
-            h = L.op(h)
-            L.out_shape = tuple(h.shape[1:])
-    return layers
-
-
-def preactivations(layers: list[AffineLayer], x: torch.Tensor) -> list[torch.Tensor]:
-    """Tmp_j for every layer (the last one is the logits)."""
-    out, h = [], x
-    for L in layers:
-        h = h.flatten(1) if L.flatten else h
-        z = L.op(h)
-        out.append(z)
-        h = z.clamp(min=0) if L.relu else z
-    return out
-
-
-def row_abs_sums(layer: AffineLayer) -> torch.Tensor:
-    """Absolute row sums of the layer's unrolled matrix, one per output unit (exact, borders included)."""
-    w = layer.op.weight
-    if isinstance(layer.op, nn.Linear):
-        return w.abs().sum(dim=1)
-    ones = torch.ones((1, *layer.in_shape), dtype=w.dtype, device=w.device)
-    return layer.op._conv_forward(ones, w.abs(), None)[0].flatten()
-
-
-def inf_norm(layer: AffineLayer) -> float:
-    """||W||_inf = max_i sum_k |w_ik| of the (unrolled) layer."""
-    with torch.no_grad():
-        return float(row_abs_sums(layer).max())
-
-
-def unrolled(layer: AffineLayer) -> torch.Tensor:
-    """The layer's linear part as an explicit (out, in) matrix (brute force; for checks and tests)."""
-    w = layer.op.weight
-    n = int(np.prod(layer.in_shape))
-    basis = torch.eye(n, dtype=w.dtype, device=w.device).reshape(n, *layer.in_shape)
-    with torch.no_grad():
-        return layer.linear(basis).reshape(n, -1).T.contiguous()
+# The decomposition (Sequential of Flatten / Linear / Conv2d / ReLU -> AffineLayers) is the one of
+# the exact solvers, written once in teamattack.exact.relu.
+NotSupported = NotApplicable
 
 
 @torch.no_grad()
@@ -309,7 +228,7 @@ def fgsm_checks(model: nn.Module, layers: list[AffineLayer], x: torch.Tensor, y:
 
 # ------------------------------------------------------------------------------------- Theorem 5.1
 def _linear_weights(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    mods = [m for m in _leaves(model) if not isinstance(m, (nn.Flatten, nn.Identity, nn.Dropout))]
+    mods = [m for m in leaves(model) if not isinstance(m, (nn.Flatten, nn.Identity, nn.Dropout))]
     if len(mods) != 1 or not isinstance(mods[0], nn.Linear):
         raise NotSupported("Theorem 5.1 is about a linear-softmax model (Flatten + Linear)")
     lin = mods[0]
