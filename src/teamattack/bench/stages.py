@@ -143,11 +143,24 @@ def _log(s: str) -> None:
     print(s, file=sys.stderr)
 
 
+def check_devices(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Raise a ValueError that says so when the model's parameters and the images are on different devices."""
+    p = next((t for t in model.parameters()), None)
+    if p is None:
+        p = next((t for t in model.buffers()), None)
+    if p is not None and p.device != x.device:
+        raise ValueError(f"the model is on {p.device} but the images are on {x.device}: "
+                         "put both on one device (model.to(d), x.to(d); the CLI's --device)")
+    if y.device != x.device:
+        raise ValueError(f"the images are on {x.device} but the labels on {y.device}")
+
+
 def plan(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Sequence[AttackSpec], config: BenchConfig,
          log: Callable[[str], None] | None = None) -> Plan:
     """Every unit of the benchmark; attacks that cannot be built (library missing, mode unsupported)
     are checked here, once, and skipped with the reason."""
     log = log or _log
+    check_devices(model, x, y)
     n = len(x)
     with torch.no_grad():
         m = int(model(x[:1]).shape[-1])
