@@ -33,3 +33,16 @@ def train_digits_mlp(hidden: tuple[int, ...], steps: int):
     for p in model.parameters():
         p.requires_grad_(False)
     return model, x[1500:], y[1500:]
+
+
+# ---- devices: tests that take `device` run on the CPU and, where one is present, on CUDA
+# (scripts/gpu-check.sh runs them with -m device) --------------------------------------------
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+_DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=_DEVICES)
+def device(request) -> torch.device:
+    return torch.device(request.param)

@@ -296,7 +296,7 @@ def test_team_settings_in_the_attack_name(digits):
                                            "hessian": "none"}
     res = spec.build(model, targeted=False)(x[:8], y[:8])
     assert res.counters.gradients == 8 * walk_budget(12, 3, 4) and bool(res.success.all())
-    for bad in ("team-l2:no_such_setting=1", "team-l2:starts", "team-l2:norm=l3", "ddn-100:steps=3"):
+    for bad in ("team-l2:no_such_setting=1", "team-l2:starts", "team-l2:norm=l3", "ddn-100:no_such_setting=3"):
         with pytest.raises(SuiteError):
             get_suite("untargeted-l2", [bad])
 
@@ -309,7 +309,7 @@ def test_cli_bench(digits, tmp_path, monkeypatch, capsys):
     model, x, y = digits
     monkeypatch.setattr(zoo, "load", lambda name: model, raising=False)
     monkeypatch.setattr(data, "load", lambda name, split, n=None, seed=0, root=None: (x, y), raising=False)
-    monkeypatch.setitem(S.SUITES, "tiny", (lambda: _specs(), False))
+    monkeypatch.setitem(S.SUITES, "tiny", S.Suite("tiny", _specs))
     out = tmp_path / "b.json"
     md = tmp_path / "b.md"
     rc = main(["bench", "--dataset", "digits", "--model", "digits-mlp", "--suite", "tiny", "-n", "20",
@@ -325,3 +325,109 @@ def test_cli_bench(digits, tmp_path, monkeypatch, capsys):
                "--batch-size", "10", "--json", str(out), "--no-progress"])
     assert rc == 0 and "resuming" in capsys.readouterr().err
     assert _strip_timings(json.loads(out.read_text()))["runs"] == _strip_timings(doc)["runs"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the stages, the attack kind, peer settings
+# ---------------------------------------------------------------------------------------------
+def test_plan_units_and_keys(digits):
+    """plan: one unit per (attack, eps, target, batch), keyed as the sidecar always was; assemble of
+    execute equals run_bench."""
+    from teamattack.bench import stages
+
+    model, x, y = digits
+    x, y, _ = harness.select_images(model, x, y, 12, seed=0)
+    cfg = stages.BenchConfig(targeted=True, seed=0, batch_size=5)
+    p = stages.plan(model, x, y, _specs(), cfg, log=lambda s: None)
+    assert p.batches == ((0, 5), (5, 10), (10, 12)) and p.num_classes == 10
+    assert [len(r.units) for r in p.runs] == [9 * 3, 9 * 3]
+    assert len({u.key for u in p.units}) == len(p.units)
+    assert p.runs[0].units[0].key == "fgsm|T|eps=0.1|k=1|b=0"
+    u = p.runs[1].units[-1]
+    assert (u.offset, u.batch) == (9, 2) and torch.equal(p.targets_of(u, y), (y[10:12] + 9) % 10)
+    values = stages.execute(p, model, x, y, progress=False)
+    assert set(values) == {u.key for u in p.units}
+    a = stages.assemble(p, values)
+    b = harness.run_bench(model, x, y, _specs(), targeted=True, seed=0, batch_size=5, progress=False)
+    assert _strip_timings(a.runs) == _strip_timings(b.runs) and b["runs"] == b.runs
+    # only the units a shard owns
+    from teamattack.bench.distributed import Shard
+
+    half = stages.execute(p, model, x, y, owns=Shard(1, 2).owns, progress=False)
+    assert {k.rsplit("=", 1)[1] for k in half} == {"1"}
+
+
+def test_attack_kind_is_shared():
+    from teamattack.baselines import PRESETS
+    from teamattack.bench.suites import peer_spec
+    from teamattack.kinds import AttackKind
+
+    assert PRESETS["pgd"].kind is AttackKind.BUDGET and PRESETS["ddn-100"].kind is AttackKind.MIN_NORM
+    assert peer_spec("pgd").kind is AttackKind.BUDGET and BUDGET is AttackKind.BUDGET
+    assert AttackSpec("a", lambda *a: None, "l2", kind="budget").kind is AttackKind.BUDGET
+    assert AttackKind.parse("fixed-eps") is AttackKind.BUDGET and json.dumps(AttackKind.BUDGET) == '"budget"'
+    with pytest.raises(ValueError):
+        AttackKind.parse("maximal")
+
+
+def test_peer_settings_in_the_attack_name():
+    (spec,), _ = get_suite("untargeted-l2", ["ddn-100:levels=None:steps=50"])
+    assert spec.name == "ddn-100:levels=None:steps=50" and spec.settings == {"levels": None, "steps": 50}
+    assert not spec.team and spec.library == "adv_lib"
+    with pytest.raises(SuiteError):
+        get_suite("untargeted-l2", ["no-such-preset:steps=3"])
+
+
+# ---------------------------------------------------------------------------------------------
+# sharding (torch.distributed): resume from shard files, two gloo processes vs one
+# ---------------------------------------------------------------------------------------------
+def test_resume_from_a_shard_file(digits, tmp_path):
+    """An interrupted sharded run leaves SIDECAR.rank<r>; any later run folds it into the sidecar
+    and runs only the rest, with the same records."""
+    from teamattack.bench import distributed, stages
+
+    model, x, y = digits
+    x, y, idx = harness.select_images(model, x, y, 20, seed=0)
+    header = {"n": 20, "images": idx}
+    full = harness.run_bench(model, x, y, _specs(), seed=0, batch_size=5, progress=False)
+    side = tmp_path / "s.jsonl"
+    p = stages.plan(model, x, y, _specs(), stages.BenchConfig(seed=0, batch_size=5), log=lambda s: None)
+    stages.execute(p, model, x, y, harness.Sidecar(f"{side}.rank1", header), owns=distributed.Shard(1, 2).owns,
+                   progress=False)
+    store = distributed.open_store(side, header, distributed.Shard())
+    assert len(store.units) == 4 and not distributed.shard_files(side)  # batches 1 and 3 of both attacks
+    calls: list[str] = []
+    again = harness.run_bench(model, x, y, _specs(calls), seed=0, batch_size=5, progress=False, sidecar=store)
+    assert calls.count("ifgsm") == 1 + 2 and _strip_timings(again.runs) == _strip_timings(full.runs)
+
+
+def test_two_gloo_processes_match_one(tmp_path):
+    """`torchrun --nproc-per-node 2 -m teamattack.cli bench ...` (gloo, CPU) writes the JSON of one
+    process (timings aside), and a one-process rerun resumes all of it from the merged sidecar."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import teamattack
+
+    src = str(Path(teamattack.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    args = ["bench", "--dataset", "digits", "--model", "digits-mlp", "--suite", "paper-table5",
+            "--attacks", "team-T1-paper,team-T4-paper", "-n", "24", "--batch-size", "6", "--no-progress"]
+    cli = [sys.executable, "-m", "teamattack.cli"]
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    subprocess.run(cli + args + ["--json", str(one)], env=env, check=True, capture_output=True, timeout=120)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "teamattack.cli"] + args + ["--json", str(two)],
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    a.pop("command"), b.pop("command")
+    assert _strip_timings(a) == _strip_timings(b) and len(a["runs"]) == 3  # + per-image-best+team
+    assert not list(tmp_path.glob("two.json.partial.jsonl.rank*"))
+    side = [json.loads(line) for line in (tmp_path / "two.json.partial.jsonl").read_text().splitlines()]
+    assert len(side) == 1 + 2 * 4  # header + 2 attacks x 4 batches, from both ranks
+    rerun = subprocess.run(cli + args + ["--json", str(two)], env=env, capture_output=True, text=True, timeout=120)
+    assert "resuming: 8 finished units" in rerun.stderr
+    assert _strip_timings(json.loads(two.read_text()))["runs"] == _strip_timings(a)["runs"]

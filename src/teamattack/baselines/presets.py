@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ..kinds import AttackKind
+
 MIN_NORM = "min-norm"
 FIXED_EPS = "fixed-eps"
 
@@ -41,6 +43,11 @@ class Preset:
     budget: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
+
+    @property
+    def kind(self) -> AttackKind:
+        """The budget kind as the type shared with attacks and bench suites."""
+        return AttackKind.parse(self.budget)
 
     def describe(self) -> str:
         modes = "/".join(m for m, ok in (("untargeted", self.untargeted), ("targeted", self.targeted)) if ok)

@@ -5,8 +5,9 @@ it is judged in, whether it is a minimum-norm attack or a fixed-budget one (then
 it an eps: the suite's, the dataset default for its norm, or the values of `--eps`), and whether
 it is one of TEAM's variants (kept out of the `per-image-best` row of the peers).
 
-TEAM is referenced lazily (imported inside its factory) so the harness works before it lands; a
-spec whose attack cannot be built (library missing, mode unsupported) is skipped with the reason.
+A spec whose attack cannot be built (peer library missing, mode unsupported) is skipped by the
+harness with the reason. Suites are registered in `SUITES` (name -> `Suite`); a module that adds
+one calls `register(Suite(...))`.
 
 Suites (SPEC 8, 10):
   untargeted-l2  TEAM min-norm L2 vs C&W, DDN, FMN, ALMA, SuperDeepFool, DeepFool
@@ -26,14 +27,18 @@ from typing import Any
 
 from torch import nn
 
+from ..attacks import TEAM
+from ..baselines.presets import PRESETS
+from ..kinds import AttackKind
+
 # default budgets of fixed-budget attacks, per norm and dataset (pixel scale [0, 1])
 DEFAULT_EPS: dict[str, dict[str, float]] = {
     "linf": {"mnist": 0.3, "digits": 0.3, "cifar10": 8 / 255},
     "l2": {"mnist": 2.0, "digits": 2.0, "cifar10": 0.5},
     "l0": {"mnist": 112, "digits": 16, "cifar10": 100},
 }
-MIN_NORM = "min-norm"
-BUDGET = "budget"
+MIN_NORM = AttackKind.MIN_NORM
+BUDGET = AttackKind.BUDGET
 
 
 @dataclass(frozen=True)
@@ -44,19 +49,20 @@ class AttackSpec:
     factory:   factory(model, targeted, eps, seed) -> Attack (eps None for minimum-norm attacks).
     norm:      the norm it is judged in (best/worst targets, per-image best, ratio to optimum).
     library:   where the attack comes from (teamattack, torchattacks, foolbox, adv_lib).
-    kind:      "min-norm" or "budget" (fixed eps).
+    kind:      AttackKind.MIN_NORM or AttackKind.BUDGET (fixed eps).
     eps:       budget of a fixed-budget attack: a number, None (the dataset default for its norm,
                DEFAULT_EPS) or "preset" (the attack's own default, e.g. the papers' settings).
     team:      one of TEAM's variants (not part of the peers' per-image best).
     untargeted_via_targets: the attack is targeted only; untargeted results are its best target.
     untargeted / targeted: the modes the attack supports.
+    settings:  the keyword arguments that distinguish it (TEAM's, or a peer preset's overrides).
     """
 
     name: str
     factory: Callable[..., Any]
     norm: str
     library: str = "teamattack"
-    kind: str = MIN_NORM
+    kind: AttackKind = AttackKind.MIN_NORM
     eps: float | str | None = None
     team: bool = False
     untargeted: bool = True
@@ -65,9 +71,12 @@ class AttackSpec:
     note: str = ""
     settings: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", AttackKind.parse(self.kind))
+
     def budget_for(self, dataset: str | None) -> float | None:
         """The eps this fixed-budget attack runs at without --eps (None: the attack's own default)."""
-        if self.kind != BUDGET or self.eps == "preset":
+        if self.kind != AttackKind.BUDGET or self.eps == "preset":
             return None
         if self.eps is not None:
             return float(self.eps)
@@ -86,11 +95,9 @@ class SuiteError(ValueError):
 # spec builders
 # ------------------------------------------------------------------------------------------
 def team_spec(name: str, norm: str, note: str = "", **kwargs) -> AttackSpec:
-    """A TEAM variant; `kwargs` go to teamattack.attacks.TEAM (imported when the attack is built)."""
+    """A TEAM variant; `kwargs` go to teamattack.attacks.TEAM."""
 
     def factory(model, targeted, eps, seed):
-        from ..attacks import TEAM  # lazy: the engine is written concurrently
-
         kw = dict(kwargs)
         if eps is not None:
             kw["eps"] = eps
@@ -100,18 +107,16 @@ def team_spec(name: str, norm: str, note: str = "", **kwargs) -> AttackSpec:
                       note=note, settings=dict(kwargs))
 
 
-def _preset(name: str):
-    try:
-        from ..baselines import PRESETS
-    except Exception:  # noqa: BLE001 - the adapter may be missing or broken; the spec is then skipped
-        return None
-    return PRESETS.get(name)
-
-
 def peer_spec(preset: str, name: str | None = None, eps: float | str | None = None, norm: str | None = None,
               **overrides) -> AttackSpec:
-    """A peer attack from teamattack.baselines (norm, library, budget kind and modes from PRESETS)."""
-    p = _preset(preset)
+    """A peer attack from teamattack.baselines (norm, library, budget kind and modes from PRESETS).
+
+    overrides: keyword arguments of the preset changed (the library's own names, see docs/peers.md).
+    The peer library itself is imported when the attack is built (it may be missing: then skipped).
+    """
+    p = PRESETS.get(preset)
+    if p is None:
+        raise SuiteError(f"unknown peer preset {preset!r}")
 
     def factory(model, targeted, e, seed):
         from ..baselines import make
@@ -121,22 +126,12 @@ def peer_spec(preset: str, name: str | None = None, eps: float | str | None = No
             kw["eps"] = e
         return make(preset, model, targeted=targeted, seed=seed, **kw)
 
-    if p is None:  # unknown until the adapter exists: a best guess, the build will say what is wrong
-        return AttackSpec(name=name or preset, factory=factory, norm=norm or "l2", library="peer",
-                          kind=BUDGET if eps is not None else MIN_NORM, eps=eps, settings=dict(overrides))
-    kind = BUDGET if p.budget == "fixed-eps" else MIN_NORM
+    kind = p.kind
     return AttackSpec(
         name=name or preset, factory=factory, norm=norm or p.norm, library=p.library, kind=kind,
-        eps=eps if kind == BUDGET else None, untargeted=p.untargeted or p.targeted, targeted=p.targeted,
+        eps=eps if kind == AttackKind.BUDGET else None, untargeted=p.untargeted or p.targeted, targeted=p.targeted,
         untargeted_via_targets=p.targeted and not p.untargeted, note=p.source, settings=dict(overrides),
     )
-
-
-def _first_preset(*names: str) -> str:
-    for n in names:
-        if _preset(n) is not None:
-            return n
-    return names[-1]
 
 
 # ------------------------------------------------------------------------------------------
@@ -169,11 +164,11 @@ def paper_table4() -> list[AttackSpec]:
     """Seed 001 Table IV: targeted, paper settings (JSMA theta 1 until success; C&W L2; FGSM eps 0.01)."""
     return [
         team_spec("team-l0-paper", "l0", mode="paper"),
-        peer_spec(_first_preset("jsma-paper", "jsma"), name="jsma-paper"),
+        peer_spec("jsma-paper"),
         team_spec("team-l2-paper", "l2", mode="paper"),
-        peer_spec(_first_preset("cw-paper", "cw-9x1000"), name="cw"),
+        peer_spec("cw-9x1000", name="cw"),
         team_spec("team-linf-paper", "linf", mode="paper"),
-        peer_spec(_first_preset("fgsm-paper", "fgsm"), name="fgsm-paper", eps="preset"),
+        peer_spec("fgsm-paper", eps="preset"),
     ]
 
 
@@ -182,8 +177,8 @@ def paper_table5() -> list[AttackSpec]:
     return [
         team_spec("team-T1-paper", "l2", mode="paper", objective="T1"),
         team_spec("team-T4-paper", "l2", mode="paper", objective="T4"),
-        peer_spec(_first_preset("deepfool-paper", "deepfool"), name="deepfool-paper"),
-        peer_spec(_first_preset("mdi2fgsm-paper", "mdi2fgsm"), name="mdi2fgsm-paper", eps="preset", norm="linf"),
+        peer_spec("deepfool-paper"),
+        peer_spec("mdi2fgsm-paper", eps="preset", norm="linf"),
         peer_spec("pgd", name="pgd-8/255", eps=8 / 255),
     ]
 
@@ -215,16 +210,37 @@ def engine_suite() -> list[AttackSpec]:
     return specs
 
 
-SUITES: dict[str, tuple[Callable[[], list[AttackSpec]], bool]] = {
-    # name: (spec list, targeted)
-    "untargeted-l2": (untargeted_l2, False),
-    "targeted-l2": (targeted_l2, True),
-    "linf": (linf, False),
-    "l0": (l0, False),
-    "paper-table4": (paper_table4, True),
-    "paper-table5": (paper_table5, False),
-    "engine": (engine_suite, False),
-}
+@dataclass(frozen=True)
+class Suite:
+    """A named list of attacks run side by side; `targeted` is the suite's mode."""
+
+    name: str
+    specs: Callable[[], list[AttackSpec]]
+    targeted: bool = False
+    help: str = ""
+
+
+SUITES: dict[str, Suite] = {}
+
+
+def register(suite: Suite) -> Suite:
+    """Add `suite` to the registry (`teamattack bench --suite NAME`)."""
+    if suite.name in SUITES:
+        raise ValueError(f"suite {suite.name!r} is already registered")
+    SUITES[suite.name] = suite
+    return suite
+
+
+for _suite in (
+    Suite("untargeted-l2", untargeted_l2, False, "TEAM min-norm L2 vs C&W, DDN, FMN, ALMA, SuperDeepFool, DeepFool"),
+    Suite("targeted-l2", targeted_l2, True, "targeted TEAM min-norm L2 vs C&W, DDN, FMN (average / best / worst)"),
+    Suite("linf", linf, False, "TEAM Linf vs FMN-Linf and FGSM / BIM / PGD at a budget"),
+    Suite("l0", l0, False, "TEAM L0 vs JSMA (best over targets) and FMN-L0"),
+    Suite("paper-table4", paper_table4, True, "seed 001 Table IV: targeted TEAM L0 / L2 / Linf (paper mode) vs JSMA / C&W / FGSM"),
+    Suite("paper-table5", paper_table5, False, "seed 001 Table V: TEAM T1 / T4 (paper mode) vs DeepFool / M-DI2-FGSM / PGD"),
+    Suite("engine", engine_suite, False, "the TEAM engine: each curvature source x mode, L2"),
+):
+    register(_suite)
 
 
 def _value(text: str):
@@ -233,19 +249,25 @@ def _value(text: str):
             return cast(text)
         except ValueError:
             pass
+    if text == "None":  # Python's spelling only: "none" stays a string (hessian="none")
+        return None
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
-def with_settings(spec: AttackSpec, name: str) -> AttackSpec:
-    """The TEAM spec `spec` with the settings of `name` ("base:key=value:key=value") applied."""
-    kwargs = dict(spec.settings)
+def _settings(name: str) -> dict:
+    """The key=value settings of an attack name "base:key=value:key=value"."""
+    out = {}
     for item in name.split(":")[1:]:
         key, sep, text = item.partition("=")
         if not sep or not key.isidentifier():
             raise SuiteError(f"{name!r}: settings are key=value pairs separated by ':'")
-        kwargs[key] = _value(text)
-    from ..attacks import TEAM
+        out[key] = _value(text)
+    return out
 
+
+def with_settings(spec: AttackSpec, name: str) -> AttackSpec:
+    """The TEAM spec `spec` with the settings of `name` ("base:key=value:key=value") applied."""
+    kwargs = {**spec.settings, **_settings(name)}
     try:  # fail now, not after the other attacks have run
         TEAM(nn.Linear(1, 2).eval(), norm=spec.norm, **kwargs)
     except (TypeError, ValueError) as err:
@@ -253,18 +275,32 @@ def with_settings(spec: AttackSpec, name: str) -> AttackSpec:
     return team_spec(name, spec.norm, note=spec.note, **kwargs)
 
 
+def peer_with_settings(name: str) -> AttackSpec:
+    """The peer preset of `name` ("preset:key=value:...") with those keyword arguments changed,
+    e.g. `ddn-100:levels=None` (DDN without its quantisation to 256 levels)."""
+    from ..baselines.adapter import ALIASES
+
+    preset = name.split(":")[0]
+    overrides = _settings(name)
+    known = set(PRESETS[preset].kwargs) | set(ALIASES)
+    bad = sorted(k for k in overrides if k not in known)
+    if bad:
+        raise SuiteError(f"{name!r}: {preset} has no setting {', '.join(bad)} (it has {', '.join(PRESETS[preset].kwargs)})")
+    return peer_spec(preset, name=name, **overrides)
+
+
 def get_suite(name: str, attacks: list[str] | None = None) -> tuple[list[AttackSpec], bool]:
     """The specs of suite `name` (optionally only `attacks`, in that order) and whether it is targeted.
 
-    Names in `attacks` that are not in the suite but are peer presets are added as such. A TEAM
-    name with settings, `team-l2:starts=9:steps=300`, is that suite entry with those TEAM keyword
-    arguments changed (`with_settings`).
+    Names in `attacks` that are not in the suite but are peer presets are added as such. A name
+    with settings, `team-l2:starts=9:steps=300` or `ddn-100:levels=None`, is that suite entry (TEAM
+    keyword arguments, `with_settings`) or peer preset (its keyword arguments) with those changed.
     """
     try:
-        make_specs, targeted = SUITES[name]
+        suite = SUITES[name]
     except KeyError:
         raise SuiteError(f"unknown suite {name!r}; choose one of {sorted(SUITES)}") from None
-    specs = make_specs()
+    specs = suite.specs()
     if attacks:
         by = {s.name: s for s in specs}
         out = []
@@ -274,12 +310,12 @@ def get_suite(name: str, attacks: list[str] | None = None) -> tuple[list[AttackS
                 out.append(by[a])
             elif ":" in a and base in by and by[base].team:
                 out.append(with_settings(by[base], a))
-            elif _preset(a) is not None:
-                out.append(peer_spec(a))
+            elif base in PRESETS:
+                out.append(peer_with_settings(a) if ":" in a else peer_spec(a))
             else:
                 raise SuiteError(f"attack {a!r} is neither in suite {name} ({', '.join(by)}) nor a peer preset")
         specs = out
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise SuiteError(f"duplicate attack names in suite {name}: {names}")
-    return specs, targeted
+    return specs, suite.targeted

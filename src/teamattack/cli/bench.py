@@ -4,7 +4,8 @@
         --json out.json [--attacks a,b,c] [--batch-size 100] [--eps 0.1,0.2] [--markdown out.md] [--exact]
 
 Finished work is appended to OUT.json.partial.jsonl as it completes; rerunning the same command
-after an interruption resumes from there (see docs/bench.md).
+after an interruption resumes from there (see docs/bench.md). Under `torchrun --nproc-per-node K -m
+teamattack.cli bench ...` the images are split over K processes and rank 0 writes the same JSON.
 """
 from __future__ import annotations
 
@@ -45,8 +46,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from .. import zoo
-    from ..bench import harness
+    from ..bench import distributed
     from ..bench.suites import SuiteError, get_suite
 
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
@@ -56,29 +56,48 @@ def run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     eps_list = [float(e) for e in args.eps.split(",") if e.strip()] if args.eps else None
-    dev = device(args.device)
+    # under torchrun: this process's rank (gloo on CPU, nccl on CUDA, cuda:LOCAL_RANK)
+    shard, dev = distributed.init_from_env(device(args.device))
+    try:
+        return _run(args, specs, targeted, eps_list, shard, dev)
+    finally:
+        distributed.shutdown()
+
+
+def _run(args, specs, targeted, eps_list, shard, dev) -> int:
+    """The benchmark on this process's shard (the whole of it for one process); rank 0 reports."""
+    from .. import zoo
+    from ..bench import distributed, harness
+
+    def log(s: str) -> None:
+        if shard.is_main:
+            print(s, file=sys.stderr)
+
     model = zoo.load(args.model).to(dev).eval()
     x, y, idx = harness.load_images(args.dataset, model, args.n, args.seed, args.data_root, dev)
     meta = {"dataset": args.dataset, "model": args.model, "seed": args.seed, "command": command_line(),
             "suite": args.suite, "targeted": targeted, "n": len(idx), "batch_size": args.batch_size,
             "targets": args.targets if targeted else None, "eps": eps_list, "images": idx}
-    sidecar = None
+    store = None
     side_path = args.sidecar or (args.json + ".partial.jsonl" if args.json else None)
     if side_path:
         header = {"dataset": args.dataset, "model": args.model, "model_sha1": harness.model_fingerprint(model),
                   "seed": args.seed, "n": len(idx), "batch_size": args.batch_size, "images": idx}
         try:
-            sidecar = harness.Sidecar(side_path, header, fresh=args.fresh)
+            store = distributed.open_store(side_path, header, shard, fresh=args.fresh)
         except harness.ResumeMismatch as e:
-            print(f"error: {e}", file=sys.stderr)
+            log(f"error: {e}")
             return 2
-        if sidecar.units:
-            print(f"resuming: {len(sidecar.units)} finished units in {side_path}", file=sys.stderr)
+        if store.units:
+            log(f"resuming: {len(store.units)} finished units in {side_path}")
     result = harness.run_bench(
         model, x, y, specs, targeted=targeted, seed=args.seed, batch_size=args.batch_size,
-        eps_list=eps_list, targets=args.targets, dataset=args.dataset, sidecar=sidecar,
+        eps_list=eps_list, targets=args.targets, dataset=args.dataset, sidecar=store,
         exact=args.exact, exact_time_limit=args.exact_time_limit, progress=not args.no_progress,
+        log=log, shard=shard,
     )
+    if not shard.is_main:
+        return 0
     doc = harness.bench_document(meta, result)
     table = harness.render(doc)
     print(table)

@@ -39,17 +39,26 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..bench import distributed
     from ..experiments import Context, get
 
     exp = get(args.name)
     if args.n is not None and args.n < 1:
         raise SystemExit("teamattack reproduce: -n must be >= 1")
     out = Path(args.out)
-    ctx = Context(n=args.n, seed=args.seed, device=device(args.device), data_root=args.data_root, out=out,
-                  progress=not args.no_progress)
+    # under torchrun: the bench-based parts (bench.harness.run_bench) split their images over the
+    # ranks (bench/distributed.py); the rest runs on every rank alike; rank 0 writes the files
+    shard, dev = distributed.init_from_env(device(args.device))
+    ctx = Context(n=args.n, seed=args.seed, device=dev, data_root=args.data_root, out=out,
+                  progress=not args.no_progress and shard.is_main)
     t0 = time.perf_counter()
-    result = exp.func(ctx)
+    try:
+        result = exp.func(ctx)
+    finally:
+        distributed.shutdown()
     wall = time.perf_counter() - t0
+    if not shard.is_main:
+        return 0
     payload = {"experiment": exp.name, "description": exp.help, "command": command_line(),
                "seed": args.seed, "device": str(ctx.device), "n_requested": args.n,
                "wall_seconds": wall, **result}

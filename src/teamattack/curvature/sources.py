@@ -247,11 +247,30 @@ def choose(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, mo
         return "none", "the objective's Hessian is zero here (piecewise-linear logits): first order is exact"
     if mode != "paper":
         return "none", f"mode {mode!r} re-expands and judges every step by the network: curvature measured not to pay off"
-    if has_smooth_top(model):
+    need = curvature_bytes(model, x)
+    if has_smooth_top(model) and need["exact-lowrank"] <= memory_bytes:
         return "exact", "piecewise-linear features below a smooth layer: exact low-rank Hessian"
-    if n <= dense_max_n and x.shape[0] * n * n * 4 <= memory_bytes:
+    if n <= dense_max_n and need["exact-dense"] <= memory_bytes:
         return "exact", f"n = {n}: the dense Hessian fits in memory"
-    return "krylov", f"n = {n}: Hessian-free Lanczos"
+    return "krylov", (f"n = {n}: the exact Hessian needs {need['exact-dense'] / 1e9:.3g} GB for this batch "
+                      f"(bound {memory_bytes / 1e9:.3g} GB): Hessian-free Lanczos")
+
+
+def curvature_bytes(model: nn.Module, x: torch.Tensor, k: int = 20) -> dict[str, float]:
+    """Bytes each curvature source holds for the batch x (float32), without forming anything.
+
+    exact-dense: the B n x n Hessians plus one example's forward-over-reverse pass (~64 n^2);
+    exact-lowrank: the Jacobian of the smooth layer's input (B p n) and its p x p Hessians (nets
+    with a smooth top only, else inf); krylov: the B k n Lanczos basis; ggn / none: the gradients.
+    """
+    B, n = x.shape[0], x[0].numel()
+    lowrank = math.inf
+    if has_smooth_top(model):
+        with torch.no_grad():
+            p = _raw(model).features(x[:1]).shape[1]
+        lowrank = 4.0 * B * p * (n + p)
+    return {"exact-dense": 4.0 * B * n * n + 64.0 * n * n, "exact-lowrank": lowrank,
+            "krylov": 4.0 * B * (k + 2) * n, "ggn": 4.0 * B * 2 * n, "none": 4.0 * B * n}
 
 
 def expand(model: nn.Module, obj: Objective, x: torch.Tensor, y: torch.Tensor,
