@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -177,9 +178,9 @@ def e3(ctx: Context) -> dict:
     fig3 = _fig3(ctx, s, side)
     orders = [ln["order"]["order"] for ln in fig1["lines"]]
     md = [f"## E3: Taylor model and budget (seed 001 Figs 1, 3; seed 000 Figs 1-2), {s.dataset} / {s.model_name}", "",
-          f"Fig 1: {fig1['png']}. Error of the Taylor model near the expansion point shrinks like t^p, "
+          f"Fig 1: ![Fig 1]({Path(fig1['png']).name}). Error of the Taylor model near the expansion point shrinks like t^p, "
           f"fitted p = {', '.join(f'{o:.2f}' for o in orders)} (3 expected).", "",
-          f"Fig 3: {fig3['png']} ({fig3['n']} images).", "",
+          f"Fig 3 ({fig3['n']} images): ![Fig 3]({Path(fig3['png']).name})", "",
           "| C | CE change | T1 network | T1 model (dual) | misclassified | mean L2 |", "|---|---|---|---|---|---|"]
     md += [f"| {r['C']:g} | {r['cross_entropy_change']:.4g} | {r['T1_network_mean']:.4g} | {r['T1_model_mean']:.4g} | "
            f"{100 * r['misclassified']:.1f}% | {r['l2_mean']:.4g} |" for r in fig3["curve"]]
@@ -306,7 +307,7 @@ def e4(ctx: Context) -> dict:
     pngs.append(str(png2))
     md = [f"## E4: every target, per norm (seed 001 Figs 2, 4-9), {s.dataset} / {s.model_name}", "",
           f"Rows: one correctly classified test image per class ({', '.join(map(str, images))}); TEAM modes "
-          f"{GRID_MODES}. PNGs: {', '.join(pngs)}.", "", R.markdown_table(runs)]
+          f"{GRID_MODES}.", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in pngs] + ["", R.markdown_table(runs)]
     path = write_markdown(ctx, "e4-grids", s.dataset, "\n".join(md))
     per_image = {norm: [{"image": images[i], "true": int(y[i]), "pred": v["pred"], "success": v["success"],
                          "l0": v["l0"], "l2": v["l2"], "linf": v["linf"], "psnr": v["psnr"]}
@@ -391,7 +392,7 @@ def e5(ctx: Context) -> dict:
                                          True, f"from {sname}", extra={"classes_reached": sum(reached)}))
     md = [f"## E5: synthetic images (seed 001 Fig 10, seed 000 Fig 5), {dataset} / {model_name}", "",
           f"Start classes: black -> {start_class['black']}, white -> {start_class['white']} (the start's own class "
-          f"needs no change). TEAM-L2 runs mode='min-norm'. PNG: {png}.", "",
+          f"needs no change). TEAM-L2 runs mode='min-norm'.", "", f"![e5]({Path(png).name})", "",
           "| attack | start | classes reached | L2 per target |", "|---|---|---|---|"]
     for r in per_attack.values():
         md.append(f"| {r['attack']} | {r['start']} | {r['classes_reached']}/{m} | "
