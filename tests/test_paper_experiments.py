@@ -155,3 +155,18 @@ def test_grid_cell_labels_and_png(tmp_path):
 def test_dataset_only_for_experiments_that_take_one(tmp_path):
     with pytest.raises(SystemExit, match="takes no --dataset"):
         main(["reproduce", "math-theorems", "--dataset", "digits", "--out", str(tmp_path)])
+
+
+def test_reproduce_all_runs_each_experiment_and_writes_the_index(tmp_path, monkeypatch):
+    import teamattack.experiments as ex
+
+    def fails(ctx):
+        raise RuntimeError("no data")
+
+    keep = {"e5-synthetic": ex.get("e5-synthetic"), "broken": ex.Experiment("broken", fails, "h", None)}
+    monkeypatch.setattr(ex, "load_all", lambda: keep)
+    assert main(["reproduce", "all", "--dataset", "digits", "--out", str(tmp_path), "--no-progress"]) == 1
+    index = (tmp_path / "index.md").read_text()
+    assert "[e5-synthetic-digits.json](e5-synthetic-digits.json)" in index
+    assert "[e5-synthetic-digits.png](e5-synthetic-digits.png)" in index
+    assert "failed: RuntimeError: no data" in index
