@@ -245,7 +245,8 @@ def e4(ctx: Context) -> dict:
     m = s.num_classes
     images = [s.images[p] for p in pos]
     ctx.log(f"e4-grids: {s.dataset}/{s.model_name}, {len(pos)} images x {m} targets x 3 norms")
-    side = resume_file(ctx, "e4-grids", s.dataset, {**header(s), "rows": images, "modes": GRID_MODES})
+    # units are keyed by image: a run with fewer rows reuses those of a larger one (same seed, same order)
+    side = resume_file(ctx, "e4-grids", s.dataset, {**header(s, seed=ctx.seed), "modes": GRID_MODES})
     units: dict[str, list[dict]] = {}
     todo = [(norm, i) for norm in ("l0", "l2", "linf") for i in range(len(pos))]
     bar = ctx.tqdm(total=len(todo), desc="e4 (norm, image)")
