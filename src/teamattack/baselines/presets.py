@@ -101,6 +101,11 @@ _LIST = [
     _p("cw-9x100", _FB, "foolbox.attacks.L2CarliniWagnerAttack", "fb:L2CarliniWagnerAttack", "l2", True, True,
        MIN_NORM, "cheap C&W: 9 x 100 steps", binary_search_steps=9, steps=100, stepsize=0.01,
        confidence=0.0, initial_const=0.001, abort_early=True),
+    # ---- the papers' weak C&W (experiment e2-table4) -------------------------------------------
+    _p("cw-paper", _FB, "foolbox.attacks.L2CarliniWagnerAttack", "fb:L2CarliniWagnerAttack", "l2", True, True,
+       MIN_NORM, "seed 001 Sec. V: C&W L2 with the constant C = 1.0 (one constant, no binary search); "
+       "1000 Adam steps at lr 0.01 (not given by the paper)", binary_search_steps=1, steps=1000, stepsize=0.01,
+       confidence=0.0, initial_const=1.0, abort_early=True),
     # ---- modern minimum-norm attacks (adv-lib) ------------------------------------------------
     _p("ddn-100", _AL, "adv_lib.attacks.ddn", "al:ddn", "l2", True, True, MIN_NORM,
        "Rony et al. 2019 (adv-lib benchmark DDN_100)", steps=100, γ=0.05, init_norm=1.0, levels=256),

@@ -36,24 +36,33 @@ def attacks(model):
     ]
 
 
-def save_grid(path: str, x, rows: list[tuple[str, object]], k: int = 10) -> None:
-    import matplotlib
+def save_grid(path: str, model, x, y, rows: list[tuple[str, str, object]], k: int = 10,
+              perturbation_of: str = "team min-norm L2") -> None:
+    """demo.png: originals, then each attack's adversarials (true -> predicted class, success, distance
+    in its norm) and the perturbation row of `perturbation_of` (experiments.plotting.image_grid)."""
+    import torch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .. import metrics
+    from ..experiments.plotting import GridCell, image_grid
 
     k = min(k, len(x))
-    fig, axes = plt.subplots(len(rows) + 1, k, figsize=(1.1 * k, 1.2 * (len(rows) + 1)))
-    for j in range(k):
-        for i, (label, xs) in enumerate([("original", x)] + rows):
-            ax = axes[i, j]
-            ax.imshow(xs[j, 0].detach().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    img = lambda t: t.detach().cpu().permute(1, 2, 0).numpy()
+    cells = [[GridCell(img(x[j]), true=int(y[j])) for j in range(k)]]
+    labels = ["original"]
+    pert_cells = None
+    for label, norm, xs in rows:
+        with torch.no_grad():
+            pred = model(xs[:k]).argmax(1)
+        dist = {"l0": metrics.l0, "l2": metrics.l2, "linf": metrics.linf}[norm](x[:k], xs[:k])
+        cells.append([GridCell(img(xs[j]), true=int(y[j]), pred=int(pred[j]), success=bool(pred[j] != y[j]),
+                               distance=float(dist[j]), norm=norm) for j in range(k)])
+        labels.append(label)
+        if label == perturbation_of:
+            pert_cells = [GridCell(img(xs[j] - x[j]), perturbation=True, title=f"x' - x ({norm})") for j in range(k)]
+    if pert_cells is not None:
+        cells.append(pert_cells)
+        labels.append(f"perturbation\n{perturbation_of}")
+    image_grid(path, cells, labels, suptitle="teamattack demo: digits-cnn (red: the attack failed)")
 
 
 def run(args) -> int:
@@ -73,9 +82,9 @@ def run(args) -> int:
     for name, norm, attack in tqdm(attacks(model), desc="attacks", leave=False):
         res = attack(x, y)
         runs.append(records.run_record(x, res, name, "teamattack", norm, False))
-        rows.append((name, res.x_adv))
+        rows.append((name, norm, res.x_adv))
     print(records.markdown_table(runs, title=f"demo: digits-cnn, {len(idx)} correctly classified test digits"))
-    save_grid(args.out, x, rows)
+    save_grid(args.out, model, x, y, rows)
     print(f"wrote {args.out}", file=sys.stderr)
     if args.json:
         write_json(args.json, {"dataset": "digits", "model": "digits-cnn", "seed": args.seed,

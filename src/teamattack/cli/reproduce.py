@@ -1,7 +1,8 @@
-"""`teamattack reproduce NAME`: run one of the papers' experiments, write its JSON and PNGs."""
+"""`teamattack reproduce NAME | all`: run the papers' experiments, write their JSON, Markdown and PNGs."""
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -11,58 +12,103 @@ from .common import command_line, device, write_json
 def _epilog() -> str:
     from ..experiments import load_all
 
-    lines = ["experiments (NAME):"]
+    lines = ["experiments (NAME; `all` runs every one and writes OUT/index.md):"]
     for name, e in sorted(load_all().items()):
         default = "all" if e.default_n is None else e.default_n
         lines.append(f"  {name:<16} {e.help}")
-        lines.append(f"  {'':<16} -n: {e.n_means}, default {default}")
+        data = f"; --dataset {'|'.join(e.datasets)}" if e.datasets else ""
+        lines.append(f"  {'':<16} -n: {e.n_means}, default {default}{data}")
     return "\n".join(lines)
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "reproduce", help="reproduce a paper experiment (JSON + PNG)",
-        description="Run one registered experiment; PNGs go to --out, results to --json.",
+        "reproduce", help="reproduce a paper experiment (JSON + Markdown + PNG), or all of them",
+        description="Run one registered experiment (or `all`); PNGs and tables go to --out, results to --json. "
+                    "Finished work is saved in OUT/NAME-DATASET.partial.jsonl: rerunning resumes.",
         epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from ..experiments import REGISTRY
 
-    p.add_argument("name", metavar="NAME", choices=sorted(REGISTRY), help="experiment (listed below)")
+    p.add_argument("name", metavar="NAME", choices=sorted(REGISTRY) + ["all"], help="experiment (listed below) or all")
     p.add_argument("-n", type=int, default=None, help="number of images (meaning and default: per experiment, below)")
-    p.add_argument("--out", default="runs", help="folder for the PNGs (default: runs)")
-    p.add_argument("--json", default=None, help="results JSON (default: OUT/NAME.json)")
+    p.add_argument("--dataset", default=None, choices=["digits", "mnist", "cifar10"],
+                   help="for the paper experiments e1-e5 (default mnist; the others use their own data)")
+    p.add_argument("--out", default="runs", help="folder for the PNGs and tables (default: runs)")
+    p.add_argument("--json", default=None, help="results JSON (default: OUT/NAME[-DATASET].json; not with all)")
     p.add_argument("--seed", type=int, default=0, help="seed for the choice of images")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     p.add_argument("--data-root", default=None, help="folder with the datasets (default: $TEAMATTACK_DATA)")
+    p.add_argument("--skip", default="", help="comma-separated attacks to leave out (e1, e2: e.g. cw-9x1000)")
+    p.add_argument("--fresh", action="store_true", help="discard saved partial results and start again")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..bench import distributed
-    from ..experiments import Context, get
+def _context(args: argparse.Namespace):
+    from ..experiments import Context
 
-    exp = get(args.name)
-    if args.n is not None and args.n < 1:
-        raise SystemExit("teamattack reproduce: -n must be >= 1")
-    out = Path(args.out)
-    # under torchrun: the bench-based parts (bench.harness.run_bench) split their images over the
-    # ranks (bench/distributed.py); the rest runs on every rank alike; rank 0 writes the files
-    shard, dev = distributed.init_from_env(device(args.device))
-    ctx = Context(n=args.n, seed=args.seed, device=dev, data_root=args.data_root, out=out,
-                  progress=not args.no_progress and shard.is_main)
+    return Context(n=args.n, seed=args.seed, device=device(args.device), data_root=args.data_root,
+                   out=Path(args.out), progress=not args.no_progress, dataset=args.dataset, fresh=args.fresh,
+                   skip=tuple(a.strip() for a in args.skip.split(",") if a.strip()))
+
+
+def _run_one(exp, ctx, args, json_path: Path) -> tuple[dict, float]:
     t0 = time.perf_counter()
-    try:
-        result = exp.func(ctx)
-    finally:
-        distributed.shutdown()
+    result = exp.func(ctx)
     wall = time.perf_counter() - t0
-    if not shard.is_main:
-        return 0
     payload = {"experiment": exp.name, "description": exp.help, "command": command_line(),
                "seed": args.seed, "device": str(ctx.device), "n_requested": args.n,
                "wall_seconds": wall, **result}
-    path = Path(args.json) if args.json else out / f"{exp.name}.json"
-    write_json(path, payload)
-    print(f"{exp.name}: done in {wall:.1f} s; JSON {path}; PNGs in {out}/")
+    write_json(json_path, payload)
+    return payload, wall
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..experiments import get
+
+    if args.n is not None and args.n < 1:
+        raise SystemExit("teamattack reproduce: -n must be >= 1")
+    if args.name == "all":
+        return run_all(args)
+    exp = get(args.name)
+    if args.dataset and not exp.datasets:
+        raise SystemExit(f"teamattack reproduce: {exp.name} runs on its own data; it takes no --dataset")
+    ctx = _context(args)
+    path = Path(args.json) if args.json else ctx.out / exp.json_name(args.dataset or (exp.datasets and "mnist"))
+    _, wall = _run_one(exp, ctx, args, path)
+    print(f"{exp.name}: done in {wall:.1f} s; JSON {path}; tables and PNGs in {ctx.out}/")
     return 0
+
+
+def run_all(args: argparse.Namespace) -> int:
+    """Every registered experiment in turn (a failure is reported and the others go on), then OUT/index.md."""
+    from tqdm.auto import tqdm
+
+    from ..experiments import load_all
+    from ..experiments.index import Entry, files_in, write_index
+
+    if args.json:
+        raise SystemExit("teamattack reproduce all: --json names one file; the files go to --out")
+    ctx = _context(args)
+    entries = []
+    exps = sorted(load_all().values(), key=lambda e: e.name)
+    bar = tqdm(exps, desc="reproduce all", unit="experiment", disable=args.no_progress, file=sys.stderr)
+    for exp in bar:
+        bar.set_postfix_str(exp.name)
+        path = ctx.out / exp.json_name(args.dataset or (exp.datasets and "mnist"))
+        t0 = time.perf_counter()
+        try:
+            payload, wall = _run_one(exp, ctx, args, path)
+        except Exception as err:  # noqa: BLE001 - one failed experiment must not stop the others
+            entries.append(Entry(exp.name, exp.help, seconds=time.perf_counter() - t0,
+                                 error=f"{type(err).__name__}: {err}".splitlines()[0]))
+            print(f"{exp.name}: failed: {type(err).__name__}: {err}", file=sys.stderr)
+            continue
+        entries.append(Entry(exp.name, exp.help, json=str(path), markdown=next(files_in(payload, ".md"), None),
+                             pngs=list(files_in(payload, ".png")), seconds=wall))
+    index = write_index(ctx.out / "index.md", entries, command_line())
+    failed = [e.name for e in entries if e.error]
+    print(f"reproduce all: {len(entries) - len(failed)} of {len(entries)} done; index {index}"
+          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0

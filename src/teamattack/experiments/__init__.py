@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 # modules whose import registers experiments (E1-E7 add theirs here)
-MODULES = ("teamattack.experiments.math_paper", "teamattack.experiments.theorems")
+MODULES = ("teamattack.experiments.math_paper", "teamattack.experiments.theorems",
+           "teamattack.experiments.paper_tables", "teamattack.experiments.paper_figures")
 
 
 @dataclass
@@ -35,6 +36,9 @@ class Context:
     data_root: str | None = None
     out: Path = field(default_factory=lambda: Path("results"))
     progress: bool = True
+    dataset: str | None = None    # digits | mnist | cifar10 (experiments that take one); None = theirs
+    fresh: bool = False           # discard saved partial results instead of resuming
+    skip: tuple[str, ...] = ()    # attacks to leave out (experiments with peers)
 
     def n_or(self, default: int) -> int:
         return default if self.n is None else int(self.n)
@@ -59,18 +63,23 @@ class Experiment:
     help: str
     default_n: int | None
     n_means: str = "images"
+    datasets: tuple[str, ...] | None = None   # the --dataset values it takes (None: its own data)
+
+    def json_name(self, dataset: str | None) -> str:
+        return f"{self.name}-{dataset}.json" if self.datasets and dataset else f"{self.name}.json"
 
 
 REGISTRY: dict[str, Experiment] = {}
 
 
-def register(name: str, help: str, default_n: int | None = None, n_means: str = "images"):
-    """Decorator adding `func(ctx) -> dict` to the registry under `name`."""
+def register(name: str, help: str, default_n: int | None = None, n_means: str = "images",
+             datasets: tuple[str, ...] | None = None):
+    """Decorator adding `func(ctx) -> dict` to the registry under `name` (datasets: --dataset values)."""
 
     def deco(func: Callable[[Context], dict]) -> Callable[[Context], dict]:
         if name in REGISTRY and REGISTRY[name].func is not func:
             raise ValueError(f"experiment {name!r} registered twice")
-        REGISTRY[name] = Experiment(name, func, help, default_n, n_means)
+        REGISTRY[name] = Experiment(name, func, help, default_n, n_means, datasets)
         return func
 
     return deco

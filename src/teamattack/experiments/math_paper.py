@@ -28,7 +28,7 @@ from .common import (
     probabilities,
     zoo_model,
 )
-from .plotting import grouped_bars, image_grid, line_panels
+from .plotting import GridCell, grouped_bars, image_grid, line_panels
 
 MODEL = "cifar10-resnet56"
 CAT, DOG = 3, 5
@@ -278,8 +278,9 @@ def fig1(ctx: Context) -> dict:
             "CW-L2_unscaled_reached_target": [bool(a) for a in cw_full.success],
             "CW-L2_unscaled_l2": cw_full.l2.tolist(),
         })
-    images = [[t.permute(1, 2, 0).cpu().numpy() for t in rows[k]] for k in rows]
-    png = image_grid(ctx.png("math_fig1.png"), images, list(rows), [titles[k] for k in rows],
+    cells = [[GridCell(t.permute(1, 2, 0).cpu().numpy(), title=title) for t, title in zip(rows[k], titles[k])]
+             for k in rows]
+    png = image_grid(ctx.png("math_fig1.png"), cells, list(rows), cell_size=1.8,
                      suptitle="ResNet56: left panel eps 0.02, right panel eps 0.08 "
                               "(IFGSM 10 iterations, alpha 0.1; CW-L2 c 10, 10 Adam steps, x + eps (x_cw - x))")
     for r in record:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def _plt():
@@ -56,23 +58,89 @@ def grouped_bars(path: Path, labels: Sequence[str], groups: dict[str, Sequence[f
     return path
 
 
-def image_grid(path: Path, images, row_labels: Sequence[str], titles, suptitle: str | None = None,
-               col_groups: Sequence[str] | None = None) -> Path:
-    """images: array (rows, cols, H, W, C) in [0,1]; titles: (rows, cols) strings."""
+@dataclass
+class GridCell:
+    """One cell of `image_grid`.
+
+    image: (H, W, C) array; pixels in [0, 1], or a signed perturbation when `perturbation`.
+    true / pred: classes before / after the attack (the title reads "true -> pred");
+    success: whether the attack reached its goal; distance and norm: its size ("L2 1.23");
+    title: replaces the generated title.
+    """
+
+    image: Any
+    true: int | None = None
+    pred: int | None = None
+    success: bool | None = None
+    distance: float | None = None
+    norm: str | None = None
+    perturbation: bool = False
+    title: str | None = None
+
+    def label(self) -> str:
+        if self.title is not None:
+            return self.title
+        top = ""
+        if self.true is not None and self.pred is not None:
+            top = f"{self.true} -> {self.pred}"
+        elif self.true is not None:
+            top = f"class {self.true}"
+        if self.success is not None:
+            top += (" ok" if self.success else " FAIL")
+        bottom = ""
+        if self.distance is not None and self.norm:
+            bottom = f"{_NORM_LABEL.get(self.norm, self.norm)} {_short(self.distance)}"
+        return "\n".join(t for t in (top.strip(), bottom) if t)
+
+
+_NORM_LABEL = {"l0": "L0", "l2": "L2", "linf": "Linf"}
+
+
+def _short(v: float) -> str:
+    if v != v:  # nan
+        return "-"
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def image_grid(path: Path, cells: Sequence[Sequence[GridCell | None]], row_labels: Sequence[str],
+               suptitle: str | None = None, cell_size: float = 1.25) -> Path:
+    """A grid of images, each labelled true -> predicted class, success and distance (GridCell).
+
+    Rows of cells (None leaves a blank); perturbation cells (x_adv - x) are drawn with a diverging
+    colour map centred at 0, each scaled by its own largest change. The one grid helper of the
+    project: the paper figures (e4-grids, e5-synthetic, math-fig1) and `teamattack demo` use it.
+    """
     plt = _plt()
-    rows, cols = len(images), len(images[0])
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.0 * rows), squeeze=False)
+    import numpy as np
+
+    rows = len(cells)
+    cols = max(len(r) for r in cells)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell_size * cols + 0.8, (cell_size + 0.35) * rows),
+                             squeeze=False)
     for r in range(rows):
         for c in range(cols):
             ax = axes[r][c]
-            img = images[r][c]
-            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-                      vmin=0.0, vmax=1.0, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(titles[r][c], fontsize=7)
+            cell = cells[r][c] if c < len(cells[r]) else None
             if c == 0:
-                ax.set_ylabel(row_labels[r], fontsize=8)
+                ax.set_ylabel(row_labels[r], fontsize=7)
+            if cell is None:
+                ax.set_frame_on(False)
+                continue
+            img = np.asarray(cell.image, dtype=float)
+            if img.ndim == 2:
+                img = img[..., None]
+            if cell.perturbation:
+                p = img.mean(-1) if img.shape[-1] > 1 else img[..., 0]
+                m = float(np.abs(p).max()) or 1.0
+                ax.imshow(p, cmap="seismic", vmin=-m, vmax=m, interpolation="nearest")
+            elif img.shape[-1] == 1:
+                ax.imshow(img[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            else:
+                ax.imshow(img.clip(0, 1), interpolation="nearest")
+            colour = "black" if cell.success is None or cell.success else "red"
+            ax.set_title(cell.label(), fontsize=6, color=colour)
     return _finish(fig, path, suptitle, fontsize=9)
 
 
