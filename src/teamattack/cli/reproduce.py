@@ -35,6 +35,15 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     p.add_argument("--data-root", default=None, help="folder with the datasets (default: $TEAMATTACK_DATA)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # e6-distillation's options
+    e6 = p.add_argument_group("e6-distillation")
+    e6.add_argument("--dataset", default=None, help="digits | mnist | cifar10 (default digits)")
+    e6.add_argument("--temperatures", default=None, help="comma-separated G values (default 1,2,4,6,8,10,20,40,60,80,100)")
+    e6.add_argument("--cache", default=None, help="folder of distilled models to reuse (default OUT/e6-cache)")
+    e6.add_argument("--epochs", type=int, default=None, help="epochs of each training (default per dataset)")
+    e6.add_argument("--attacks", default=None, help="comma-separated attack names to run (default all)")
+    e6.add_argument("--skip-attacks", default=None, help="comma-separated attack names to leave out")
+    e6.add_argument("--no-beyond", action="store_true", help="skip the min-norm / objective study on the highest G")
     p.set_defaults(func=run)
 
 
@@ -46,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("teamattack reproduce: -n must be >= 1")
     out = Path(args.out)
     ctx = Context(n=args.n, seed=args.seed, device=device(args.device), data_root=args.data_root, out=out,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, args=args)
     t0 = time.perf_counter()
     result = exp.func(ctx)
     wall = time.perf_counter() - t0

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 # modules whose import registers experiments (E1-E7 add theirs here)
-MODULES = ("teamattack.experiments.math_paper", "teamattack.experiments.theorems")
+MODULES = ("teamattack.experiments.math_paper", "teamattack.experiments.theorems",
+           "teamattack.experiments.distillation")
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Context:
     data_root: str | None = None
     out: Path = field(default_factory=lambda: Path("results"))
     progress: bool = True
+    args: object | None = None    # the parsed command line (experiment-specific options, e.g. e6's)
 
     def n_or(self, default: int) -> int:
         return default if self.n is None else int(self.n)
