@@ -9,6 +9,7 @@ import importlib
 import sys
 
 SUBCOMMANDS = ["demo", "train", "evaluate", "attack", "bench", "exact", "reproduce", "report"]
+SUBCOMMANDS.append("distill")  # defensive distillation (issue 14)
 
 
 def build_parser() -> argparse.ArgumentParser:

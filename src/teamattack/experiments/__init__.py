@@ -23,7 +23,8 @@ import torch
 
 # modules whose import registers experiments (E1-E7 add theirs here)
 MODULES = ("teamattack.experiments.math_paper", "teamattack.experiments.theorems",
-           "teamattack.experiments.paper_tables", "teamattack.experiments.paper_figures")
+           "teamattack.experiments.paper_tables", "teamattack.experiments.paper_figures",
+           "teamattack.experiments.distillation")
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Context:
     dataset: str | None = None    # digits | mnist | cifar10 (experiments that take one); None = theirs
     fresh: bool = False           # discard saved partial results instead of resuming
     skip: tuple[str, ...] = ()    # attacks to leave out (experiments with peers)
+    args: object | None = None    # the parsed command line (experiment-specific options, e.g. e6's)
 
     def n_or(self, default: int) -> int:
         return default if self.n is None else int(self.n)

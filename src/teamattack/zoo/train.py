@@ -148,8 +148,17 @@ def train(
     keep_checkpoint: bool = False,
     command: str | None = None,
     log=print,
+    temperature: float = 1.0,
+    soft_targets: torch.Tensor | None = None,
+    card_extra: dict | None = None,
 ) -> dict:
-    """Train ``arch`` on ``dataset``'s train split, write ``out`` (.safetensors) and its card; return the card."""
+    """Train ``arch`` on ``dataset``'s train split, write ``out`` (.safetensors) and its card; return the card.
+
+    ``temperature`` G trains on softmax(Z / G) (defensive distillation); ``soft_targets`` (one
+    probability row per training image, in the train split's order) replaces the hard labels by a
+    soft cross-entropy at G. The saved model outputs Z (deployed at temperature 1).
+    ``card_extra`` is merged into the card (and must match on ``resume``).
+    """
     from tqdm import tqdm
 
     dataset = dataset or dataset_of(arch)
@@ -184,6 +193,13 @@ def train(
     settings = {"arch": arch, "dataset": dataset, "seed": seed, "epochs": epochs, "optimizer": optimizer,
                 "lr": lr, "schedule": schedule, "weight_decay": weight_decay, "batch_size": batch_size,
                 "augment": augment}
+    if temperature != 1.0 or soft_targets is not None or card_extra:
+        settings["temperature"] = float(temperature)
+        settings["soft_labels"] = soft_targets is not None
+    if card_extra:
+        settings.update(card_extra)
+    if soft_targets is not None and soft_targets.shape[0] != n:
+        raise ValueError(f"soft_targets has {soft_targets.shape[0]} rows; the train split has {n} images")
     start_epoch, history, elapsed, runs = 0, [], 0.0, []
     if resume:
         meta = _load_checkpoint(out, model, opt)
@@ -217,7 +233,10 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = step_lr
             logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+            if soft_targets is not None:
+                loss = -(soft_targets[idx] * F.log_softmax(logits / temperature, dim=1)).sum(1).mean()
+            else:
+                loss = F.cross_entropy(logits / temperature, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
