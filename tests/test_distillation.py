@@ -82,7 +82,7 @@ def test_saturation_warning_on_softmax_objective(runs, test_set):
     dead = g.flatten(1).abs().amax(1) == 0           # the images whose T4 gradient is exactly zero
     assert dead.sum() >= 10
     with pytest.warns(teamattack.checks.SaturationWarning, match="saturated"):
-        ta.TEAM(model, norm="l2", objective="T4")(x[dead][:20], y[dead][:20])
+        ta.TEAM(model, norm="l2", objective="T4", mode="paper")(x[dead][:20], y[dead][:20])
 
 
 def test_logit_objective_attack_still_succeeds_within_budget(runs, test_set):

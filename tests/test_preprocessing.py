@@ -40,7 +40,7 @@ def test_team_on_0_255_with_preprocessing_matches_unit(digits):
 
 
 @pytest.mark.parametrize("make", [
-    lambda m, **kw: ta.FGSM(m, eps=0.1 * 255, **kw),
+    lambda m, **kw: ta.paper.FGSM(m, eps=0.1 * 255, **kw),
     lambda m, **kw: ta.TEAM(m, norm="linf", eps=0.1 * 255, mode="paper", **kw),
 ])
 def test_fixed_budgets_are_on_the_users_scale(digits, make):
@@ -54,7 +54,7 @@ def test_fixed_budgets_are_on_the_users_scale(digits, make):
 
 def test_set_input_space_and_identity(digits):
     model, x, y = digits
-    atk = ta.FGSM(model, eps=0.1).set_input_space(bounds=(0, 1))
+    atk = ta.paper.FGSM(model, eps=0.1).set_input_space(bounds=(0, 1))
     assert atk.input_space is None                       # the default costs nothing
     with pytest.raises(ta.InputError):
         InputSpace.of(bounds=(1, 0))

@@ -9,7 +9,7 @@ import teamattack as ta
 def test_summary_repr_to_dict_and_run_loader():
     model = ta.zoo.load("digits-mlp")
     x, y = ta.data.load("digits", "test", n=10, seed=0)
-    atk = ta.FGSM(model, eps=0.2)
+    atk = ta.paper.FGSM(model, eps=0.2)
     whole = atk(x, y)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
     r = atk.run_loader(loader)

@@ -11,6 +11,7 @@ from ..counting import CountingModel
 from ..memory import PeakMemory, limit_fragmentation_once
 from ..metrics import is_adversarial, l0, l2, linf
 from ..result import AttackResult, Counters
+from ..checks import warn_if_saturated
 from ..validation import InputError, check_inputs, check_model
 from .. import preprocessing as _space
 
@@ -72,6 +73,7 @@ class Attack(ABC):
         with torch.no_grad():
             num_classes = self.model(x[:1]).shape[-1]
         check_inputs(x, y, target, num_classes)
+        warn_if_saturated(self.model, getattr(self, "objective", None), x.detach(), y, target)
         counting = CountingModel(self.model)
         with PeakMemory(x.device) as mem:
             t0 = time.perf_counter()

@@ -137,7 +137,7 @@ def _fig3(ctx: Context, s: Setup, side, batch_size: int = 100) -> dict:
             d = (xa - xb).reshape(len(xb), -1).to(e.g.dtype)
             val = {"ce": F.cross_entropy(z, yb, reduction="none").tolist(),
                    "z_y": z.gather(1, yb[:, None]).squeeze(1).tolist(),
-                   "model": e.model(d).detach().tolist(),
+                   "model": e.phi(d).detach().tolist(),
                    "fooled": (z.argmax(1) != yb).tolist(),
                    "l2": (xa - xb).flatten(1).norm(dim=1).tolist(), "seconds": time.perf_counter() - t0}
             side.put(key, val)
