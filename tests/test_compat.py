@@ -80,7 +80,7 @@ def test_torchattacks_targeted_modes_and_save(digits, tmp_path):
     path = tmp_path / "adv.pt"
     rob_acc, _, _ = atk.save(loader, save_path=str(path), verbose=False, return_verbose=True)
     assert rob_acc == 0.0
-    saved = torch.load(path)
+    saved = torch.load(path, weights_only=True)
     assert saved["adv_inputs"].shape == x.shape and (model(saved["adv_inputs"]).argmax(1) != y).all()
 
 
