@@ -53,11 +53,12 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _context(args: argparse.Namespace):
+def _context(args: argparse.Namespace, dev=None, main: bool = True):
     from ..experiments import Context
 
-    return Context(n=args.n, seed=args.seed, device=device(args.device), data_root=args.data_root,
-                   out=Path(args.out), progress=not args.no_progress, dataset=args.dataset, fresh=args.fresh,
+    return Context(n=args.n, seed=args.seed, device=dev if dev is not None else device(args.device),
+                   data_root=args.data_root, out=Path(args.out), progress=not args.no_progress and main,
+                   dataset=args.dataset, fresh=args.fresh,
                    skip=tuple(a.strip() for a in args.skip.split(",") if a.strip()), args=args)
 
 
@@ -82,9 +83,20 @@ def run(args: argparse.Namespace) -> int:
     exp = get(args.name)
     if args.dataset and not exp.datasets:
         raise SystemExit(f"teamattack reproduce: {exp.name} runs on its own data; it takes no --dataset")
-    ctx = _context(args)
+    # under torchrun the bench-based parts (bench.harness.run_bench) split their images over the
+    # ranks (bench/distributed.py); the rest runs on every rank alike; only rank 0 writes the JSON
+    from ..bench import distributed
+
+    shard, dev = distributed.init_from_env(device(args.device))
+    ctx = _context(args, dev, shard.is_main)
     path = Path(args.json) if args.json else ctx.out / exp.json_name(args.dataset or (exp.datasets and "mnist"))
-    _, wall = _run_one(exp, ctx, args, path)
+    try:
+        if not shard.is_main:
+            exp.func(ctx)
+            return 0
+        _, wall = _run_one(exp, ctx, args, path)
+    finally:
+        distributed.shutdown()
     print(f"{exp.name}: done in {wall:.1f} s; JSON {path}; tables and PNGs in {ctx.out}/")
     return 0
 
