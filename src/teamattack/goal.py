@@ -1,7 +1,7 @@
 """What an attack must reach, for a batch: the class to leave (untargeted) or to reach (targeted).
 
 `Goal(y, target)` is the one success criterion of the library: `reached(logits)` decides success
-(argmax != y untargeted, argmax == t targeted) and `margin(logits)` is the signed logit margin to
+(argmax != y untargeted, argmax == t targeted, and all logits finite) and `margin(logits)` is the signed logit margin to
 it, negative exactly where it is reached (up to ties of the max). It indexes and repeats like the
 batch it describes, so code working on a subset of rows (or K candidates per row) never writes
 `None if target is None else target[idx]`.
@@ -36,9 +36,11 @@ class Goal:
         return Goal(self.y.repeat_interleave(k), None if self.target is None else self.target.repeat_interleave(k))
 
     def reached(self, logits: torch.Tensor) -> torch.Tensor:
-        """Bool (B,): the prediction is not y (untargeted) or is the target (targeted)."""
+        """Bool (B,): the prediction is not y (untargeted) or is the target (targeted), from finite
+        logits only (argmax would pick a NaN: a row with a NaN or an infinity never counts)."""
         pred = logits.argmax(-1)
-        return pred == self.target if self.target is not None else pred != self.y
+        hit = pred == self.target if self.target is not None else pred != self.y
+        return hit & torch.isfinite(logits).all(-1)
 
     def margin(self, logits: torch.Tensor) -> torch.Tensor:
         """Signed distance-to-success in logit space, < 0 where the goal is reached.

@@ -52,10 +52,15 @@ def is_adversarial(
     target: torch.Tensor | None = None,
     batch_size: int = 500,
 ) -> torch.Tensor:
-    """Fresh forward pass: misclassified (untargeted) or classified as `target` (targeted)."""
+    """Fresh forward pass: misclassified (untargeted) or classified as `target` (targeted).
+
+    Success needs a finite x_adv and finite logits there (`Goal.reached`): a NaN is never a success.
+    """
     goal = Goal(y, target)
-    return torch.cat([goal[i:i + batch_size].reached(model(x_adv[i:i + batch_size]))
-                      for i in range(0, len(x_adv), batch_size)])
+    finite = torch.isfinite(x_adv.reshape(len(x_adv), -1)).all(1)
+    out = [goal[i:i + batch_size].reached(model(x_adv[i:i + batch_size]))
+           for i in range(0, len(x_adv), batch_size)]
+    return (torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x_adv.device)) & finite
 
 
 def stats(values: Iterable[float]) -> dict[str, float | None]:

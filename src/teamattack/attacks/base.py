@@ -11,8 +11,9 @@ from ..counting import CountingModel
 from ..memory import PeakMemory, limit_fragmentation_once
 from ..metrics import is_adversarial, l0, l2, linf
 from ..result import AttackResult, Counters
-from ..checks import warn_if_saturated
-from ..validation import InputError, check_inputs, check_model
+from ..checks import warn_about_model
+from ..goal import Goal
+from ..validation import ModelGuard, check_call
 from .. import preprocessing as _space
 
 
@@ -22,6 +23,14 @@ class Attack(ABC):
     Subclasses implement `run(model, x, y, target)` on a counting model and return the raw
     adversarial batch and optionally a per-example radius. The base class validates inputs, counts
     work, clips to [0, 1] and decides success with a fresh forward pass on the clipped output.
+
+    Before any work a call checks its inputs (teamattack.validation.check_call: InputError for a
+    model with a submodule in training mode, x not a floating torch tensor in [0, 1] with a batch
+    dimension, x's dtype / device not the model's, labels that are not 1-D integer tensors of the
+    batch's length and the model's classes, a model output that is not finite (B, classes) logits)
+    and warns about the model (teamattack.checks: probabilities, randomness, zero gradients); these
+    passes are not in the counters. An empty batch gives an empty result. The caller's model leaves
+    the call as it came (modes, buffers, requires_grad, .grad). numpy inputs are refused.
     """
 
     name: str = "attack"
@@ -65,19 +74,19 @@ class Attack(ABC):
     def __call__(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> AttackResult:
         if self.input_space is not None:
             return _space.call_in_space(self, self.input_space, x, y, target)
-        check_model(self.model)
-        if self.targeted and target is None:
-            raise InputError(f"{self.name} is targeted: pass target=")
-        if not self.targeted and target is not None:
-            raise InputError(f"{self.name} is untargeted but a target was given (use targeted=True)")
-        with torch.no_grad():
-            num_classes = self.model(x[:1]).shape[-1]
-        check_inputs(x, y, target, num_classes)
-        warn_if_saturated(self.model, getattr(self, "objective", None), x.detach(), y, target)
+        with ModelGuard(self.model):
+            return self._checked_call(x, y, target)
+
+    def _checked_call(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> AttackResult:
+        checked = check_call(self.model, x, y, target, targeted=self.targeted, name=self.name)
+        x, y, target = checked.x.detach(), checked.y, checked.target
+        if checked.empty:
+            return _empty_result(x)
+        warn_about_model(self.model, x, checked.logits, Goal(y, target), getattr(self, "objective", None))
         counting = CountingModel(self.model)
         with PeakMemory(x.device) as mem:
             t0 = time.perf_counter()
-            raw, radius, *extra = self.run(counting, x.detach(), y, target)
+            raw, radius, *extra = self.run(counting, x, y, target)
             if x.is_cuda:
                 torch.cuda.synchronize(x.device)
             seconds = time.perf_counter() - t0
@@ -94,3 +103,11 @@ class Attack(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(norm={self.norm!r}, targeted={self.targeted})"
+
+
+def _empty_result(x: torch.Tensor) -> AttackResult:
+    """The result for an empty batch: no example, no work (nothing was run)."""
+    none = torch.zeros(0, device=x.device)
+    return AttackResult(x_adv=x.clone(), success=torch.zeros(0, dtype=torch.bool, device=x.device), l0=none,
+                        l2=none.clone(), linf=none.clone(), raw=x.clone(), radius=none.clone(),
+                        info={"empty": True})

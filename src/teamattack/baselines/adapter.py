@@ -9,7 +9,6 @@ one, so every forward and every backward through the logits is counted; see docs
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,9 +19,9 @@ from ..attacks.base import Attack
 from ..counting import CountingModel
 from ..goal import Goal
 from ..result import AttackResult
-from ..validation import InputError
+from ..validation import InputError, check_number
 from . import _imports
-from .presets import FIXED_EPS, PRESETS, Preset
+from .presets import BOUNDS, FIXED_EPS, PRESETS, Preset
 
 # ASCII spellings accepted for the libraries' Greek keyword names (adv-lib), and `steps` for ALMA.
 ALIASES = {
@@ -58,13 +57,27 @@ def _resolve_kwargs(preset: Preset, overrides: dict[str, Any]) -> dict[str, Any]
                 f"{preset.name} ({preset.function}) has no option {key!r}; "
                 f"it takes {sorted(accepted) + ['seed']}"
             )
-        params[name] = value
+        params[name] = _check_option(preset, key, name, value)
     if preset.algorithm == "al:fmn" and isinstance(params.get("norm"), str):
         try:
             params["norm"] = _NORMS[params["norm"].lower()]
         except KeyError:
             raise ValueError(f"fmn norm must be one of {sorted(_NORMS)}") from None
     return params
+
+
+def _check_option(preset: Preset, key: str, name: str, value: Any) -> Any:
+    """A numeric option's value checked against `presets.BOUNDS` (InputError naming `key`)."""
+    bound = BOUNDS.get(name)
+    if bound is None or (name == "norm" and isinstance(value, str)):
+        return value
+    label = key if key == name else f"{key} ({name})"
+    # a count whose preset default is 0 means "the library's automatic choice" (BIM's steps=0)
+    low = 0 if bound.integer and preset.kwargs.get(name, None) == 0 else bound.low
+    allow_none = bound.none or (name in preset.kwargs and preset.kwargs[name] is None)
+    out = check_number(label, value, low=low, strict=bound.strict, high=bound.high, integer=bound.integer,
+                       allow_none=allow_none)
+    return out
 
 
 class PeerAttack(Attack):
@@ -90,7 +103,7 @@ class PeerAttack(Attack):
         self.library = preset.library
         self.norm = preset.norm
         self.budget = preset.budget
-        self.seed = seed
+        self.seed = check_number("seed", seed, low=0, integer=True, allow_none=True)
         self.overrides = dict(overrides)  # what the user gave (teamattack.preprocessing rescales these)
         self.params = _resolve_kwargs(preset, overrides)
 
@@ -234,7 +247,8 @@ def make(name: str, model: nn.Module, targeted: bool = False, **overrides: Any) 
     (default 0; None to leave torch's RNG alone). Fixed-budget attacks take `eps` (and `steps`).
     `bounds=(lo, hi)` and `preprocessing=(mean, std)` put the inputs on the user's scale (as for
     every attack: teamattack.preprocessing); `eps` / `alpha` given here are then on that scale.
-    Raises KeyError for an unknown name, InputError for an unsupported mode, TypeError for an
+    Raises KeyError for an unknown name, InputError for an unsupported mode or a numeric option
+    out of its range (`presets.BOUNDS`: eps > 0, steps an integer >= 1, ...), TypeError for an
     unknown option, and PeerUnavailable (an ImportError) when the library is not installed.
     """
     try:
@@ -244,9 +258,6 @@ def make(name: str, model: nn.Module, targeted: bool = False, **overrides: Any) 
     seed = overrides.pop("seed", 0)
     if "eps" in overrides and preset.budget != FIXED_EPS:
         raise TypeError(f"{name} is a minimum-norm attack and takes no eps")
-    if "eps" in overrides and not (isinstance(overrides["eps"], (int, float)) and math.isfinite(overrides["eps"])
-                                   and overrides["eps"] >= 0):
-        raise ValueError("eps must be a finite number >= 0")
     return PeerAttack(model, preset, targeted=targeted, seed=seed, **overrides)
 
 

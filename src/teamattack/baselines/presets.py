@@ -130,3 +130,32 @@ _LIST += [
 ]
 
 PRESETS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in _LIST})
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The admissible values of a numeric option (`validation.check_number`'s keywords); `none`:
+    None is accepted too (the library's own default then applies)."""
+
+    low: float | None = 0.0
+    strict: bool = False
+    high: float | None = None
+    integer: bool = False
+    none: bool = False
+
+
+_POS, _NONNEG, _COUNT, _FRACTION = Bound(strict=True), Bound(), Bound(low=1, integer=True), Bound(strict=True, high=1.0)
+
+# numeric options of the peers (library names), checked where `make` receives them
+BOUNDS: Mapping[str, Bound] = MappingProxyType({
+    "eps": _POS, "alpha": Bound(strict=True, none=True), "steps": _COUNT, "eps_for_division": _POS,
+    "decay": _NONNEG, "resize_rate": _POS, "diversity_prob": Bound(high=1.0), "theta": Bound(low=None),
+    "gamma": _FRACTION, "candidates": Bound(low=2, integer=True, none=True), "overshoot": _NONNEG,
+    "binary_search_steps": _COUNT, "stepsize": _POS, "confidence": _NONNEG, "initial_const": _POS,
+    "γ": _POS, "init_norm": _POS, "levels": Bound(low=2, integer=True, none=True),
+    "α_init": _POS, "α_final": Bound(strict=True, none=True), "γ_init": _POS, "γ_final": _POS,
+    "num_steps": _COUNT, "lr_init": _POS, "lr_reduction": _POS, "init_lr_distance": Bound(strict=True, none=True),
+    "μ_init": _POS, "ρ_init": _POS, "check_steps": _COUNT, "τ": _FRACTION, "α": _FRACTION,
+    "α_rms": Bound(strict=True, high=1.0, none=True), "momentum": Bound(high=1.0, none=True),
+    "logit_tolerance": _NONNEG, "df_steps": _COUNT, "search_iter": _COUNT,
+})

@@ -145,16 +145,25 @@ def available(name: str, root: str | os.PathLike | None = None) -> bool:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Predicted classes (on x's device), evaluated in batches on the model's device."""
+    """Predicted classes (on x's device), evaluated in batches on the model's device.
+
+    Raises `InputError` (teamattack.validation.check_logits) where the model's output is not a
+    (B, classes) tensor or is NaN / infinite for some example (naming them): an argmax of NaN
+    logits is not a prediction.
+    """
+    from ..validation import check_logits
+
     try:
         dev = next(model.parameters()).device
     except StopIteration:
         dev = x.device
-    preds = [model(x[i : i + batch_size].to(dev)).argmax(1).to(x.device) for i in range(0, len(x), batch_size)]
+    preds = [check_logits(model(x[i : i + batch_size].to(dev)), len(x[i : i + batch_size]), offset=i)
+             .argmax(1).to(x.device) for i in range(0, len(x), batch_size)]
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=x.device)
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+    """Share of x the model classifies as y (NaN for no example); refuses non-finite outputs (`predict`)."""
     return float((predict(model, x, batch_size) == y.to(x.device)).float().mean()) if len(y) else float("nan")
 
 
