@@ -30,7 +30,7 @@ class InputError(ValueError):
 
 
 def _some(indices: Sequence[int], limit: int = 10) -> str:
-    shown = ", ".join(str(int(i)) for i in list(indices)[:limit])
+    shown = ", ".join(str(i) for i in list(indices)[:limit])
     return f"[{shown}{', ...' if len(indices) > limit else ''}]"
 
 
@@ -183,9 +183,22 @@ def check_logits(out: object, n: int, offset: int = 0) -> torch.Tensor:
 
 @torch.no_grad()
 def clean_outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """The model's checked logits on x (`check_logits`), in batches; empty x gives an empty (0, 0)."""
-    outs = [check_logits(model(x[i:i + batch_size]), len(x[i:i + batch_size]), offset=i)
-            for i in range(0, len(x), batch_size)]
+    """The model's checked logits on x (`check_logits`), in batches; empty x gives an empty (0, 0).
+
+    A model that cannot take x at all (a shape it does not expect) raises InputError saying so.
+    """
+    outs = []
+    for i in range(0, len(x), batch_size):
+        chunk = x[i:i + batch_size]
+        try:
+            out = model(chunk)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except (RuntimeError, TypeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"the model cannot take x of shape {tuple(x.shape)} ({x.dtype}, {x.device}): "
+                             f"{first}") from e
+        outs.append(check_logits(out, len(chunk), offset=i))
     return torch.cat(outs) if outs else x.new_zeros((0, 0))
 
 

@@ -45,9 +45,9 @@ class IFGSM(Attack):
                  callback: Callable[[int, torch.Tensor], None] | None = None) -> None:
         super().__init__(model, targeted)
         self.callback = callback
-        self.step = check_number("step", step, low=0.0)
+        self.step = check_number("step", step, low=0.0, strict=True)
         self.steps = check_number("steps", steps, low=1, integer=True)
-        self.eps = check_number("eps", eps, low=0.0, allow_none=True)
+        self.eps = check_number("eps", eps, low=0.0, strict=True, allow_none=True)
         if self.eps is None:
             self.eps = self.step * self.steps
 
@@ -67,4 +67,5 @@ class FGSM(IFGSM):
     name = "fgsm"
 
     def __init__(self, model: nn.Module, eps: float, targeted: bool = False) -> None:
+        eps = check_number("eps", eps, low=0.0, strict=True)  # named eps (IFGSM would say step)
         super().__init__(model, step=eps, steps=1, eps=eps, targeted=targeted)

@@ -77,6 +77,12 @@ class SearchConfig:
     rounds: int = 3                     # refinement rounds of the bracket
     box_iters: int = 30                 # iterations of the box-constrained subproblem solvers
 
+    def __post_init__(self) -> None:
+        if self.search not in ("bracket", "paper"):
+            raise ValueError(f"search must be 'bracket' or 'paper', got {self.search!r}")
+        _checked(self, max_radius=dict(strict=True, allow_none=True), per_pass=_COUNT, rounds=_COUNT0,
+                 box_iters=_COUNT)
+
 
 @dataclass(frozen=True)
 class WalkConfig:
@@ -87,6 +93,9 @@ class WalkConfig:
     screen: int = 8                     # steps every start walks before only the best goes on
     overshoot: float = 0.02             # initial aim beyond the model's boundary (adapted per example)
 
+    def __post_init__(self) -> None:
+        _checked(self, steps=_COUNT, starts=_COUNT, screen=_COUNT0, overshoot={})
+
 
 @dataclass(frozen=True)
 class BudgetConfig:
@@ -95,6 +104,18 @@ class BudgetConfig:
     eps: float
     steps: int = 10                     # trust-region iterations
     box_iters: int = 30
+
+    def __post_init__(self) -> None:
+        _checked(self, eps=dict(strict=True), steps=_COUNT, box_iters=_COUNT)
+
+
+_COUNT, _COUNT0 = dict(low=1, integer=True), dict(low=0, integer=True)
+
+
+def _checked(config: object, **rules: dict) -> None:
+    """Validate (and normalise: ints for counts) the named fields of a frozen config (check_number)."""
+    for name, rule in rules.items():
+        object.__setattr__(config, name, check_number(name, getattr(config, name), **rule))
 
 
 # the keyword arguments each mode takes (besides model, norm, objective, targeted, hessian, mode, eps,
@@ -195,18 +216,7 @@ class TEAM(Attack):
             raise ValueError("krylov_k applies to hessian='krylov' (or 'auto') only")
         if objective is not None and mode == "min-norm" and eps is None:
             raise ValueError("the min-norm walk uses the decision margin: objective does not apply")
-        num = lambda name, v, **kw: v if v is None else check_number(name, v, **kw)
-        given = {k: num(k, v, low=1, integer=True) if k in ("steps", "starts", "per_pass", "box_iters") else v
-                 for k, v in given.items()}
-        for k in ("screen", "rounds"):
-            if k in given:
-                given[k] = check_number(k, given[k], low=0, integer=True)
-        if "overshoot" in given:
-            given["overshoot"] = check_number("overshoot", given["overshoot"], low=0.0)
-        if "max_radius" in given:
-            given["max_radius"] = check_number("max_radius", given["max_radius"], low=0.0, strict=True)
-        if given.get("search", "bracket") not in ("bracket", "paper"):
-            raise ValueError("search must be 'bracket' or 'paper'")
+        # the numbers in `given` are checked by the configs they go into (SearchConfig, WalkConfig, BudgetConfig)
         self.krylov_k = check_number("krylov_k", 20 if krylov_k is None else krylov_k, low=1, integer=True)
         self.max_batch = check_number("max_batch", max_batch, low=1, integer=True)
 
@@ -224,7 +234,7 @@ class TEAM(Attack):
             self.budget_config = pick_budget = BudgetConfig(eps, **{k: v for k, v in given.items() if k in ("steps", "box_iters")})
         # steps: the outer loop's iterations in this mode (one expansion each)
         self.steps = (pick_budget.steps if pick_budget is not None else
-                      {"paper": 1, "iterated": given.get("steps", 10), "min-norm": self.walk_config.steps}[mode])
+                      {"paper": 1, "iterated": self.walk_config.steps if "steps" in given else 10, "min-norm": self.walk_config.steps}[mode])
         self.name = f"team-{mode}-{norm}"
 
     # ------------------------------------------------------------------ curvature
