@@ -460,6 +460,8 @@ ATTACKS = {
     "team-iterated-l0": lambda m: ta.TEAM(m, norm="l0", steps=2, hessian="ggn"),
     "team-paper-l2": lambda m: ta.TEAM(m, norm="l2", mode="paper", hessian="krylov", krylov_k=4),
     "team-paper-linf": lambda m: ta.TEAM(m, norm="linf", mode="paper", hessian="none"),
+    "team-paper-l0": lambda m: ta.TEAM(m, norm="l0", mode="paper", hessian="none"),
+    "team-iterated-linf": lambda m: ta.TEAM(m, norm="linf", mode="iterated", steps=2, hessian="ggn"),
     "team-paper-eps": lambda m: ta.TEAM(m, norm="l2", mode="paper", eps=0.5, hessian="exact"),
     "team-budget-l2": lambda m: ta.TEAM(m, norm="l2", eps=0.5, steps=3),
     "team-budget-linf": lambda m: ta.TEAM(m, norm="linf", eps=0.05),
