@@ -7,6 +7,7 @@ images with small budgets (the whole file: well under 30 s on one thread).
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import warnings
 
@@ -107,7 +108,15 @@ def _other(y: torch.Tensor) -> torch.Tensor:
     return (y + 1) % 10
 
 
-peers = pytest.mark.peers
+_HAVE_PEERS = all(importlib.util.find_spec(m) is not None for m in ("torchattacks", "foolbox", "adv_lib"))
+peers = [pytest.mark.peers, pytest.mark.skipif(not _HAVE_PEERS, reason="the peers are not installed (./run.sh peers)")]
+
+
+def peer_test(f):
+    """Decorator form of `peers` (marks of a pytest.param)."""
+    for mark in peers:
+        f = mark(f)
+    return f
 
 
 # ---- 1. bad calls: (attack factory, model, inputs) -> error class and a word of its message ------
@@ -278,7 +287,7 @@ def test_bad_budget_or_count_is_refused_in_the_constructor(case, build, word):
     assert word in str(info.value), str(info.value)
 
 
-@peers
+@peer_test
 def test_peer_defaults_and_bim_automatic_steps_still_accepted():
     assert baselines.make("bim", _lin(), steps=0).params["steps"] == 0   # 0 = torchattacks' own choice
     assert baselines.make("mdi2fgsm", _lin(), alpha=None).params["alpha"] is None
@@ -344,7 +353,7 @@ def test_counts_accepted_iff_integer_at_least_one(steps):
                 build()
 
 
-@peers
+@peer_test
 @settings(max_examples=40, deadline=None)
 @given(eps=st.floats(allow_nan=True, allow_infinity=True), steps=st.integers(-3, 8))
 def test_peer_preset_numbers_accepted_iff_admissible(eps, steps):
@@ -515,7 +524,7 @@ def test_model_unchanged_by_every_attack(name):
     assert len(res) == N
 
 
-@peers
+@peer_test
 @pytest.mark.parametrize("name", list(PEER_ATTACKS))
 def test_model_unchanged_by_peers(name):
     targeted = not baselines.PRESETS[name].untargeted
