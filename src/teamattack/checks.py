@@ -52,7 +52,7 @@ def warn_if_probabilities(logits: torch.Tensor) -> None:
             f"the model's outputs look like {what}, not logits: attacks and margins expect logits "
             "(a softmax output saturates and hides the gradient); remove the final "
             f"{'softmax' if probs else 'log-softmax'} layer for the attack",
-            ProbabilityOutputWarning, stacklevel=4)
+            ProbabilityOutputWarning, stacklevel=5)
 
 
 def warn_if_randomised(model, x: torch.Tensor, logits: torch.Tensor) -> None:
@@ -72,7 +72,7 @@ def warn_if_randomised(model, x: torch.Tensor, logits: torch.Tensor) -> None:
             f"two forward passes of the same input differ (by up to {gap:.3g} in the logits): the model "
             "is randomised (noise, dropout at test time, random transforms). Attack results on it are "
             "random too; evaluate it with an expectation over its randomness (EOT) and several runs",
-            RandomisedModelWarning, stacklevel=4)
+            RandomisedModelWarning, stacklevel=5)
 
 
 def warn_if_zero_gradients(model, x: torch.Tensor, goal, share: float = 0.1) -> None:
@@ -97,7 +97,7 @@ def warn_if_zero_gradients(model, x: torch.Tensor, goal, share: float = 0.1) -> 
             f"the input gradient of the decision margin is zero or non-finite on {int(dead.sum())} of "
             f"{len(x)} examples checked: the model masks its gradients, so gradient-based attacks cannot "
             "move them and their failure there says nothing about robustness",
-            ZeroGradientWarning, stacklevel=4)
+            ZeroGradientWarning, stacklevel=5)
 
 
 def warn_about_model(model, x: torch.Tensor, logits: torch.Tensor, goal, objective=None) -> None:
@@ -137,5 +137,5 @@ def warn_if_saturated(model, objective, x, y, target, share: float = 0.5) -> Non
             "Use a logit objective (objective='T1', 'T2', 'T3' or 'margin') or TEAM's default "
             "minimum-norm walk, which works on logits.",
             SaturationWarning,
-            stacklevel=4,
+            stacklevel=5,
         )

@@ -18,6 +18,7 @@ checked like any other and answered with an empty `AttackResult` without a forwa
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -54,7 +55,7 @@ def check_model(model: nn.Module) -> None:
 
 def _reference_tensor(model: nn.Module) -> torch.Tensor | None:
     """The model's first floating-point parameter (else buffer): its dtype and device."""
-    for t in (*model.parameters(), *model.buffers()):
+    for t in itertools.chain(model.parameters(), model.buffers()):
         if t.is_floating_point():
             return t
     return None
