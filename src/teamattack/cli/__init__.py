@@ -73,10 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(err: BaseException) -> str:
+    """The first line of the message (a trailing "Looked in:" dropped, the data-root line kept)."""
     lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
     if not lines:
         return type(err).__name__
-    return lines[0] + (" (-v for details)" if len(lines) > 1 else "")
+    first = lines[0]
+    if first.endswith(":") and ". " in first:
+        first = first[: first.rindex(". ") + 1]
+    first += "".join(" " + ln for ln in lines[1:] if ln.startswith("Data root:"))
+    return first + (" (-v for details)" if len(lines) > 1 else "")
 
 
 def _expected_errors() -> tuple[tuple[type[BaseException], int], ...]:

@@ -123,7 +123,7 @@ def spec_from_args(args):
         return spec
     else:
         raise UsageError(f"unknown attack {args.attack!r}: use team, gauss-newton, fgsm, ifgsm, a TEAM variant "
-                         f"({', '.join(sorted(named, key=lambda n: (n.count("-"), n))[:6])}, ...) or a peer preset ({', '.join(sorted(PRESETS)[:6])}, ...)")
+                         f"({', '.join(sorted(named, key=lambda n: (n.count('-'), n))[:6])}, ...) or a peer preset ({', '.join(sorted(PRESETS)[:6])}, ...)")
     if args.eps is not None:
         spec = replace(spec, kind=BUDGET, eps=args.eps)
     return spec
