@@ -196,13 +196,13 @@ def _unpickle_official_batch(path: Path) -> dict:
     # The official CIFAR-10 python batches are pickles of a dict of numpy arrays / lists. They are
     # read with ArrayUnpickler (only arrays and builtins: a crafted file cannot run code), and a
     # file whose md5 is not the official one is named in a warning.
-    md5 = CIFAR10_BATCHES.get(path.name)
-    if md5 is not None and not verify_md5(path, md5):
-        warnings.warn(f"{path}: its md5 is not the official CIFAR-10 file's ({md5}); reading it as arrays "
-                      "only", stacklevel=3)
     d = read_pickled_arrays(path)
     if not isinstance(d, dict):
         raise ValueError(f"{path}: not a CIFAR-10 python batch (a {type(d).__name__}, not a dict)")
+    md5 = CIFAR10_BATCHES.get(path.name)
+    if md5 is not None and not verify_md5(path, md5):
+        warnings.warn(f"{path}: its md5 is not the official CIFAR-10 file's ({md5}); read as arrays only",
+                      stacklevel=3)
     return d
 
 
