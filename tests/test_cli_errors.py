@@ -256,6 +256,13 @@ def test_every_subcommand_has_the_common_options_and_shows_defaults():
     assert "(default: 100)" in _subparsers()["attack"].format_help().replace("\n", " ").replace("  ", " ")
 
 
+@pytest.mark.parametrize("name", sorted(_subparsers()))
+def test_every_help_text_prints(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([name, "--help"])
+    assert e.value.code == 0 and "common options" in capsys.readouterr().out
+
+
 def test_threads_default_and_option(monkeypatch):
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
