@@ -17,11 +17,8 @@ sharding the units over processes with torch.distributed is in bench/distributed
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -29,11 +26,10 @@ from torch import nn
 from . import distributed, stages
 from . import records as R
 from .distributed import Shard
+from .records import SIDECAR_VERSION, ResumeMismatch, Sidecar  # noqa: F401 - the resume sidecar (bench/records.py)
 from .seeds import derive_seed, random_targets, seed_everything  # noqa: F401 - part of the harness API
 from .stages import BenchResult
 from .suites import AttackSpec
-
-SIDECAR_VERSION = 1
 
 
 # ------------------------------------------------------------------------------------------
@@ -74,72 +70,6 @@ def model_fingerprint(model: nn.Module) -> str:
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-# ------------------------------------------------------------------------------------------
-# sidecar (resume)
-# ------------------------------------------------------------------------------------------
-class ResumeMismatch(RuntimeError):
-    pass
-
-
-class Sidecar:
-    """Append-only JSON-lines file: a header line, then one line per finished unit."""
-
-    def __init__(self, path: str | os.PathLike, header: dict, fresh: bool = False) -> None:
-        self.path = Path(path)
-        self.header = {"sidecar": SIDECAR_VERSION, **header}
-        self.units: dict[str, dict] = {}
-        if fresh and self.path.exists():
-            self.path.unlink()
-        if self.path.exists():
-            self._load()
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write_lines([json.dumps({"header": self.header})])
-
-    def _write_lines(self, lines: list[str]) -> None:
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in lines))
-        tmp.replace(self.path)
-
-    def _load(self) -> None:
-        text = self.path.read_text()
-        lines = text.split("\n")
-        good: list[str] = []
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                if i >= len(lines) - 2:  # a line cut by the interruption: drop it
-                    continue
-                raise
-            if i == 0:
-                old = obj.get("header")
-                if old != self.header:
-                    diff = sorted(k for k in set(old or {}) | set(self.header)
-                                  if (old or {}).get(k) != self.header.get(k))
-                    raise ResumeMismatch(
-                        f"{self.path} belongs to another benchmark (differs in {', '.join(diff)}); "
-                        "rerun with --fresh to discard it or choose another --json")
-            else:
-                self.units[obj["key"]] = obj["value"]
-            good.append(line)
-        if not text.endswith("\n") or len(good) != sum(1 for ln in lines if ln.strip()):
-            self._write_lines(good)
-
-    def get(self, key: str) -> dict | None:
-        return self.units.get(key)
-
-    def put(self, key: str, value: dict) -> None:
-        line = json.dumps({"key": key, "value": value})
-        with open(self.path, "a") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.units[key] = value
 
 
 # ------------------------------------------------------------------------------------------

@@ -9,16 +9,21 @@ A run record (one row of a benchmark) is
 
 with distortion statistics over successes only (SPEC 8). Internally a run is kept as per-example
 arrays (`Arrays`: success, l0, l2, linf, psnr as lists, plus the work counters summed over the
-examples), which is also what the resume sidecar stores, so a resumed benchmark produces exactly
-the same records as an uninterrupted one.
+examples), which is also what the resume sidecar (`Sidecar`, at the end) stores, so a resumed
+benchmark produces exactly the same records as an uninterrupted one.
 """
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterable, Sequence
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write_text
 from ..metrics import distances, stats
 from ..result import AttackResult
 
@@ -322,3 +327,104 @@ def robust_accuracy_table(rows: Sequence[dict]) -> str:
         cells += [f"{100 * r['accuracy'][e]:.1f}%" if e in r["accuracy"] else "-" for e in eps]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------
+# the resume sidecar
+# ------------------------------------------------------------------------------------------
+SIDECAR_VERSION = 2  # 2: the header names the teamattack version that wrote it
+
+
+class ResumeMismatch(RuntimeError):
+    """A resume file that belongs to another run (or another teamattack version), or has no header."""
+
+
+def _library_version() -> str:
+    import teamattack
+
+    return str(getattr(teamattack, "__version__", "unknown"))
+
+
+class Sidecar:
+    """Append-only JSON-lines resume file: a header line, then one line per finished unit.
+
+    The header carries the run's identity and the teamattack version, so results of another run
+    or another version are never mixed in (ResumeMismatch, naming ``--fresh``). An empty file
+    starts afresh; a line cut by an interruption is dropped; unreadable lines elsewhere are
+    dropped with a note (their units run again). New files are written atomically
+    (teamattack.atomic).
+    """
+
+    def __init__(self, path: str | os.PathLike, header: dict, fresh: bool = False,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.path = Path(path)
+        self.header = {"sidecar": SIDECAR_VERSION, "teamattack": _library_version(), **header}
+        self.units: dict[str, dict] = {}
+        self._log = log or (lambda s: print(s, file=sys.stderr))
+        if fresh and self.path.exists():
+            self.path.unlink()
+        if self.path.exists() and self.path.stat().st_size > 0:
+            self._load()
+        else:
+            if self.path.exists():
+                self._log(f"note: {self.path} is empty; starting afresh")
+            self._write_lines([json.dumps({"header": self.header})])
+
+    def _write_lines(self, lines: list[str]) -> None:
+        atomic_write_text(self.path, "".join(line + "\n" for line in lines))
+
+    def _refuse(self, why: str) -> ResumeMismatch:
+        return ResumeMismatch(f"{self.path} {why}; rerun with --fresh to discard it or choose another --json")
+
+    def _load(self) -> None:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise self._refuse("is not a text file") from None
+        lines = [ln for ln in text.split("\n") if ln.strip()]
+        if not lines:
+            self._log(f"note: {self.path} is empty; starting afresh")
+            self._write_lines([json.dumps({"header": self.header})])
+            return
+        try:
+            old = json.loads(lines[0]).get("header")
+        except (json.JSONDecodeError, AttributeError):
+            old = None
+        if not isinstance(old, dict):
+            raise self._refuse("has no header line (it was not written by this command, or was damaged)")
+        if old != self.header:
+            diff = sorted(k for k in set(old) | set(self.header) if old.get(k) != self.header.get(k))
+            what = f"differs in {', '.join(diff)}"
+            if old.get("teamattack") != self.header["teamattack"]:
+                what += f"; written by teamattack {old.get('teamattack', 'before 0.1.0')}, this is {self.header['teamattack']}"
+            raise self._refuse(f"belongs to another benchmark ({what})")
+        good, bad = [lines[0]], 0
+        for i, line in enumerate(lines[1:], start=1):
+            try:
+                obj = json.loads(line)
+                key, value = obj["key"], obj["value"]
+                if not isinstance(key, str) or not isinstance(value, dict):
+                    raise TypeError
+            except (json.JSONDecodeError, KeyError, TypeError):
+                if i == len(lines) - 1 and not text.endswith("\n"):
+                    continue  # the last line, cut by the interruption
+                bad += 1
+                continue
+            self.units[key] = value
+            good.append(line)
+        if bad:
+            self._log(f"note: {self.path}: {bad} unreadable line(s) dropped (their units run again; "
+                      "--fresh starts over)")
+        if not text.endswith("\n") or len(good) != len(lines) or len(lines) != text.count("\n"):
+            self._write_lines(good)
+
+    def get(self, key: str) -> dict | None:
+        return self.units.get(key)
+
+    def put(self, key: str, value: dict) -> None:
+        line = json.dumps({"key": key, "value": value})
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.units[key] = value

@@ -10,9 +10,22 @@ teamattack.cli bench ...` the images are split over K processes and rank 0 write
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from .common import add_data_options, add_run_options, command_line, device, write_json
+from ..atomic import atomic_write_text
+from .common import (
+    UsageError,
+    add_data_options,
+    add_run_options,
+    command_line,
+    dataset_for,
+    device,
+    eps_list,
+    load_model,
+    positive_float,
+    positive_int,
+    progress,
+    write_json,
+)
 
 
 def register(sub) -> None:
@@ -25,12 +38,13 @@ def register(sub) -> None:
                     "Results are saved per batch next to --json and a rerun resumes.",
     )
     add_data_options(p)
-    p.add_argument("--model", required=True, help="zoo name or path to weights (teamattack.zoo.load)")
+    p.add_argument("--model", required=True,
+                   help="zoo name, weights file, or module:factory (with --weights)")
     p.add_argument("--suite", required=True, choices=sorted(SUITES), help="the list of attacks")
     add_run_options(p)
     p.add_argument("--attacks", default=None, help="comma-separated subset of the suite (or peer preset names)")
-    p.add_argument("--batch-size", type=int, default=100, help="images per attack call (default 100)")
-    p.add_argument("--eps", default=None,
+    p.add_argument("--batch-size", type=positive_int, default=100, help="images per attack call")
+    p.add_argument("--eps", default=None, type=eps_list,
                    help="fixed-budget mode: comma-separated eps values; robust accuracy at each (budget "
                         "attacks run at each eps; minimum-norm attacks: distance <= eps counts as broken)")
     p.add_argument("--targets", choices=["all", "random"], default="all",
@@ -38,10 +52,9 @@ def register(sub) -> None:
     p.add_argument("--markdown", default=None, help="also write the table here")
     p.add_argument("--exact", action="store_true",
                    help="add ratio_to_optimum where the optimum is computable (affine model: L2/Linf; ReLU network: Linf MILP, L2 MIQP)")
-    p.add_argument("--exact-time-limit", type=float, default=60.0, help="MILP time limit per image, seconds")
+    p.add_argument("--exact-time-limit", type=positive_float, default=60.0, help="MILP time limit per image, seconds")
     p.add_argument("--sidecar", default=None, help="resume file (default: JSON path + .partial.jsonl)")
     p.add_argument("--fresh", action="store_true", help="discard saved partial results and start again")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
@@ -53,47 +66,42 @@ def run(args) -> int:
     try:
         specs, targeted = get_suite(args.suite, attacks)
     except SuiteError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    eps_list = [float(e) for e in args.eps.split(",") if e.strip()] if args.eps else None
+        raise UsageError(str(e)) from None
+    eps_values = args.eps
     # under torchrun: this process's rank (gloo on CPU, nccl on CUDA, cuda:LOCAL_RANK)
     shard, dev = distributed.init_from_env(device(args.device))
     try:
-        return _run(args, specs, targeted, eps_list, shard, dev)
+        return _run(args, specs, targeted, eps_values, shard, dev)
     finally:
         distributed.shutdown()
 
 
 def _run(args, specs, targeted, eps_list, shard, dev) -> int:
     """The benchmark on this process's shard (the whole of it for one process); rank 0 reports."""
-    from .. import zoo
     from ..bench import distributed, harness
 
     def log(s: str) -> None:
-        if shard.is_main:
+        if shard.is_main and not args.quiet:
             print(s, file=sys.stderr)
 
-    model = zoo.load(args.model).to(dev).eval()
-    x, y, idx = harness.load_images(args.dataset, model, args.n, args.seed, args.data_root, dev)
-    meta = {"dataset": args.dataset, "model": args.model, "seed": args.seed, "command": command_line(),
+    model = load_model(args.model, args.weights, dev)
+    dataset = dataset_for(model, args.dataset, args.model)
+    x, y, idx = harness.load_images(dataset, model, args.n, args.seed, args.data_root, dev)
+    meta = {"dataset": dataset, "model": args.model, "seed": args.seed, "command": command_line(),
             "suite": args.suite, "targeted": targeted, "n": len(idx), "batch_size": args.batch_size,
             "targets": args.targets if targeted else None, "eps": eps_list, "images": idx}
     store = None
     side_path = args.sidecar or (args.json + ".partial.jsonl" if args.json else None)
     if side_path:
-        header = {"dataset": args.dataset, "model": args.model, "model_sha1": harness.model_fingerprint(model),
+        header = {"dataset": dataset, "model": args.model, "model_sha1": harness.model_fingerprint(model),
                   "seed": args.seed, "n": len(idx), "batch_size": args.batch_size, "images": idx}
-        try:
-            store = distributed.open_store(side_path, header, shard, fresh=args.fresh)
-        except harness.ResumeMismatch as e:
-            log(f"error: {e}")
-            return 2
+        store = distributed.open_store(side_path, header, shard, fresh=args.fresh)  # ResumeMismatch: exit 2
         if store.units:
             log(f"resuming: {len(store.units)} finished units in {side_path}")
     result = harness.run_bench(
         model, x, y, specs, targeted=targeted, seed=args.seed, batch_size=args.batch_size,
-        eps_list=eps_list, targets=args.targets, dataset=args.dataset, sidecar=store,
-        exact=args.exact, exact_time_limit=args.exact_time_limit, progress=not args.no_progress,
+        eps_list=eps_list, targets=args.targets, dataset=dataset, sidecar=store,
+        exact=args.exact, exact_time_limit=args.exact_time_limit, progress=progress(args),
         log=log, shard=shard,
     )
     if not shard.is_main:
@@ -103,8 +111,7 @@ def _run(args, specs, targeted, eps_list, shard, dev) -> int:
     print(table)
     if args.json:
         write_json(args.json, doc)
-        print(f"wrote {args.json}", file=sys.stderr)
+        log(f"wrote {args.json}")
     if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(table)
+        atomic_write_text(args.markdown, table)
     return 0

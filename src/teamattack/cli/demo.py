@@ -6,18 +6,16 @@ iterated, L2 paper mode), prints the table and writes a PNG grid of originals an
 """
 from __future__ import annotations
 
-import sys
-
-from .common import command_line, device, write_json
+from .common import command_line, device, device_name, nonneg_int, note, positive_int, progress, write_json
 
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="attack 100 digits with FGSM and TEAM; print a table, write demo.png")
-    p.add_argument("-n", type=int, default=100, help="number of test digits")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", type=positive_int, default=100, help="number of test digits")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed for the choice of digits")
     p.add_argument("--out", default="demo.png", help="PNG grid of originals and adversarial examples")
     p.add_argument("--json", default=None, help="also write the records here")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, type=device_name, help="cpu | cuda | cuda:N (default: cuda if available)")
     p.set_defaults(func=run)
 
 
@@ -79,13 +77,13 @@ def run(args) -> int:
     x_all, y_all = data.load("digits", "test")
     x, y, idx = select_images(model, x_all.to(dev), y_all.to(dev), args.n, args.seed)
     runs, rows = [], []
-    for name, norm, attack in tqdm(attacks(model), desc="attacks", leave=False):
+    for name, norm, attack in tqdm(attacks(model), desc="attacks", leave=False, disable=not progress(args)):
         res = attack(x, y)
         runs.append(records.run_record(x, res, name, "teamattack", norm, False))
         rows.append((name, norm, res.x_adv))
     print(records.markdown_table(runs, title=f"demo: digits-cnn, {len(idx)} correctly classified test digits"))
     save_grid(args.out, model, x, y, rows)
-    print(f"wrote {args.out}", file=sys.stderr)
+    note(args, f"wrote {args.out}")
     if args.json:
         write_json(args.json, {"dataset": "digits", "model": "digits-cnn", "seed": args.seed,
                                "command": command_line(), "runs": runs})

@@ -1,7 +1,7 @@
 """`teamattack distill`: defensive distillation (teacher at G, soft labels, student at G, deployed at 1)."""
 from __future__ import annotations
 
-from .common import command_line
+from .common import UsageError, command_line, dataset_name, load_model, nonneg_int, positive_float, positive_int, progress
 
 
 def register(sub) -> None:
@@ -19,41 +19,30 @@ def register(sub) -> None:
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default=None,
                    help="architecture of teacher and student (a teacher is trained)")
     p.add_argument("--teacher", default=None, help="use this trained model (zoo name or weights) as the teacher")
-    p.add_argument("--temperature", "-G", type=float, required=True, help="distillation temperature G (> 0)")
-    p.add_argument("--dataset", default=None, help="digits | mnist | cifar10 (default: the architecture's)")
+    p.add_argument("--temperature", "-G", type=positive_float, required=True, help="distillation temperature G (> 0)")
+    p.add_argument("--dataset", default=None, type=dataset_name, help="digits | mnist | cifar10 (default: the architecture's)")
     p.add_argument("--data-root", default=None, help="folder with the datasets (default: $TEAMATTACK_DATA)")
-    p.add_argument("--epochs", type=int, default=10, help="epochs of the student (and of the teacher)")
-    p.add_argument("--teacher-epochs", type=int, default=None, help="epochs of the teacher (default --epochs)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate of both (default per dataset)")
-    p.add_argument("--seed", type=int, default=0, help="teacher seed; the student uses seed + 1")
+    p.add_argument("--epochs", type=positive_int, default=10, help="epochs of the student (and of the teacher)")
+    p.add_argument("--teacher-epochs", type=positive_int, default=None, help="epochs of the teacher (default --epochs)")
+    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate of both (default per dataset)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="teacher seed; the student uses seed + 1")
     p.add_argument("--out", required=True, help="student weights (.safetensors; cards beside)")
     p.add_argument("--resume", action="store_true", help="continue from checkpoints / reuse finished models")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import sys
-
     from ..defenses import distill
 
     if (args.arch is None) == (args.teacher is None):
-        print("teamattack distill: give exactly one of --arch (train a teacher) or --teacher (use a trained one)",
-              file=sys.stderr)
-        return 2
-    if not args.temperature > 0:
-        print(f"teamattack distill: --temperature must be > 0; got {args.temperature}", file=sys.stderr)
-        return 2
+        raise UsageError("give exactly one of --arch (train a teacher) or --teacher (use a trained one)")
     teacher = args.arch
     if args.teacher is not None:
-        from ..zoo import load
-
-        teacher = load(args.teacher)
+        teacher = load_model(args.teacher)
     kw = {} if args.lr is None else {"lr": args.lr}
     d = distill(teacher, args.dataset, temperature=args.temperature, epochs=args.epochs, seed=args.seed,
                 out=args.out, teacher_epochs=args.teacher_epochs, resume=args.resume, root=args.data_root,
-                threads=args.threads, progress=not args.no_progress, command=command_line(),
+                threads=args.threads, progress=progress(args), command=command_line(),
                 log=lambda m: print(m, flush=True), **kw)
     print(f"G={d.temperature:g}: teacher {d.teacher} test accuracy {d.teacher_card.get('test_accuracy', float('nan')):.4f}; "
           f"student {d.student} test accuracy {d.student_card['test_accuracy']:.4f}")

@@ -6,9 +6,20 @@ networks: Linf by MILP with HiGHS, L2 by MIQP with SCIP).
 from __future__ import annotations
 
 import math
-import sys
 
-from .common import add_data_options, add_run_options, command_line, device, write_json
+from .common import (
+    UsageError,
+    add_data_options,
+    add_run_options,
+    command_line,
+    dataset_for,
+    device,
+    load_model,
+    note,
+    positive_float,
+    progress,
+    write_json,
+)
 
 
 def register(sub) -> None:
@@ -20,13 +31,13 @@ def register(sub) -> None:
                     "per image and the status and proven lower bound reported.",
     )
     add_data_options(p)
-    p.add_argument("--model", required=True, help="zoo name or path to weights")
+    p.add_argument("--model", required=True, help="zoo name, weights file, or module:factory (with --weights)")
     p.add_argument("--norm", choices=["l2", "linf"], default="linf")
     add_run_options(p)
     p.set_defaults(n=20)
-    p.add_argument("--time-limit", type=float, default=60.0, help="solver time limit per image, seconds")
+    p.add_argument("--time-limit", type=positive_float, default=60.0, help="solver time limit per image, seconds")
     p.add_argument("--targeted", action="store_true", help="toward the seeded random target of each image")
-    p.add_argument("--eps-max", type=float, default=None,
+    p.add_argument("--eps-max", type=positive_float, default=None,
                    help="upper bound for the solver (default: the distance found by a quick attack: PGD with "
                         "bisection for Linf, TEAM's minimum-norm walk for L2)")
     p.add_argument("--no-start", action="store_true",
@@ -40,14 +51,14 @@ def register(sub) -> None:
 def run(args) -> int:
     import torch
 
-    from .. import zoo
     from .. import exact as X
     from ..bench import harness
     from ..bench.records import _fmt, stats
 
     dev = device(args.device)
-    model = zoo.load(args.model).to(dev).eval()
-    x, y, idx = harness.load_images(args.dataset, model, args.n, args.seed, args.data_root, dev)
+    model = load_model(args.model, args.weights, dev)
+    dataset = dataset_for(model, args.dataset, args.model)
+    x, y, idx = harness.load_images(dataset, model, args.n, args.seed, args.data_root, dev)
     with torch.no_grad():
         m = int(model(x[:1]).shape[-1])
     target = (y + harness.random_targets(y.cpu(), m, args.seed).to(y.device)) % m if args.targeted else None
@@ -60,10 +71,9 @@ def run(args) -> int:
         x_start = x_start.detach().clone()
         x_start[~torch.isfinite(ub)] = math.nan  # no start where the attack failed
         res = X.exact_optimum(model, x, y, args.norm, target=target, eps_max=em.cpu(), time_limit=args.time_limit,
-                              progress=True, x_start=None if args.no_start else x_start)
+                              progress=progress(args), x_start=None if args.no_start else x_start)
     except X.NotApplicable as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from None
     if res.info.get("kind") == "affine" and args.no_box:
         res = X.min_dist_affine(model, x, y, norm=args.norm, target=target, box=False)
     recs = res.records()
@@ -105,12 +115,12 @@ def run(args) -> int:
               f"{r['seconds']:.2f} | {_fmt(ratio, 6)} | {why} |")
     print(f"\n{args.norm} optimum: {statuses}, verified {summary['verified']}/{len(rows)}, median "
           f"{_fmt(summary['optimum']['median'], 6)}")
-    doc = {"dataset": args.dataset, "model": args.model, "seed": args.seed, "command": command_line(),
+    doc = {"dataset": dataset, "model": args.model, "seed": args.seed, "command": command_line(),
            "norm": args.norm, "targeted": bool(args.targeted), "n": len(rows), "time_limit": args.time_limit,
            "method": res.info.get("kind"), "box": not args.no_box, "summary": summary, "results": rows}
     if args.json:
         write_json(args.json, doc)
-        print(f"wrote {args.json}", file=sys.stderr)
+        note(args, f"wrote {args.json}")
     return 0
 
 

@@ -1,8 +1,9 @@
 """`teamattack report RUN.json [...] --html out.html`: one self-contained HTML page of runs."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+
+from .common import CLIError, UsageError
 
 
 def register(sub) -> None:
@@ -24,12 +25,10 @@ def run(args) -> int:
 
     missing = [p for p in args.inputs if not Path(p).is_file()]
     if missing:
-        print(f"teamattack report: no such file: {', '.join(missing)}", file=sys.stderr)
-        return 2
+        raise UsageError(f"no such file: {', '.join(missing)}")
     try:
         out = write_html(args.inputs, args.html, title=args.title)
     except ValueError as err:
-        print(f"teamattack report: {err}", file=sys.stderr)
-        return 1
+        raise CLIError(str(err)) from None
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {len(args.inputs)} documents)")
     return 0

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import command_line, device, write_json
+from .common import UsageError, command_line, device, device_name, nonneg_int, positive_int, progress, write_json
 
 
 def _epilog() -> str:
@@ -31,22 +31,21 @@ def register(sub) -> None:
     from ..experiments import REGISTRY
 
     p.add_argument("name", metavar="NAME", choices=sorted(REGISTRY) + ["all"], help="experiment (listed below) or all")
-    p.add_argument("-n", type=int, default=None, help="number of images (meaning and default: per experiment, below)")
+    p.add_argument("-n", type=positive_int, default=None, help="number of images (meaning and default: per experiment, below)")
     p.add_argument("--dataset", default=None, choices=["digits", "mnist", "cifar10"],
                    help="for the paper experiments e1-e5 (default mnist; the others use their own data)")
     p.add_argument("--out", default="runs", help="folder for the PNGs and tables (default: runs)")
     p.add_argument("--json", default=None, help="results JSON (default: OUT/NAME[-DATASET].json; not with all)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the choice of images")
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed for the choice of images")
+    p.add_argument("--device", default=None, type=device_name, help="cpu | cuda | cuda:N (default: cuda if available)")
     p.add_argument("--data-root", default=None, help="folder with the datasets (default: $TEAMATTACK_DATA)")
     p.add_argument("--skip", default="", help="comma-separated attacks to leave out (e1, e2: e.g. cw-9x1000)")
     p.add_argument("--fresh", action="store_true", help="discard saved partial results and start again")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     # e6-distillation's options
     e6 = p.add_argument_group("e6-distillation")
     e6.add_argument("--temperatures", default=None, help="comma-separated G values (default 1,2,4,6,8,10,20,40,60,80,100)")
     e6.add_argument("--cache", default=None, help="folder of distilled models to reuse (default OUT/e6-cache)")
-    e6.add_argument("--epochs", type=int, default=None, help="epochs of each training (default per dataset)")
+    e6.add_argument("--epochs", type=positive_int, default=None, help="epochs of each training (default per dataset)")
     e6.add_argument("--attacks", default=None, help="comma-separated attack names to run (default all)")
     e6.add_argument("--skip-attacks", default=None, help="comma-separated attack names to leave out")
     e6.add_argument("--no-beyond", action="store_true", help="skip the min-norm / objective study on the highest G")
@@ -57,7 +56,7 @@ def _context(args: argparse.Namespace, dev=None, main: bool = True):
     from ..experiments import Context
 
     return Context(n=args.n, seed=args.seed, device=dev if dev is not None else device(args.device),
-                   data_root=args.data_root, out=Path(args.out), progress=not args.no_progress and main,
+                   data_root=args.data_root, out=Path(args.out), progress=progress(args) and main,
                    dataset=args.dataset, fresh=args.fresh,
                    skip=tuple(a.strip() for a in args.skip.split(",") if a.strip()), args=args)
 
@@ -76,13 +75,11 @@ def _run_one(exp, ctx, args, json_path: Path) -> tuple[dict, float]:
 def run(args: argparse.Namespace) -> int:
     from ..experiments import get
 
-    if args.n is not None and args.n < 1:
-        raise SystemExit("teamattack reproduce: -n must be >= 1")
     if args.name == "all":
         return run_all(args)
     exp = get(args.name)
     if args.dataset and not exp.datasets:
-        raise SystemExit(f"teamattack reproduce: {exp.name} runs on its own data; it takes no --dataset")
+        raise UsageError(f"{exp.name} runs on its own data; it takes no --dataset")
     # under torchrun the bench-based parts (bench.harness.run_bench) split their images over the
     # ranks (bench/distributed.py); the rest runs on every rank alike; only rank 0 writes the JSON
     from ..bench import distributed
@@ -109,11 +106,11 @@ def run_all(args: argparse.Namespace) -> int:
     from ..experiments.index import Entry, files_in, write_index
 
     if args.json:
-        raise SystemExit("teamattack reproduce all: --json names one file; the files go to --out")
+        raise UsageError("reproduce all: --json names one file; the files go to --out")
     ctx = _context(args)
     entries = []
     exps = sorted(load_all().values(), key=lambda e: e.name)
-    bar = tqdm(exps, desc="reproduce all", unit="experiment", disable=args.no_progress, file=sys.stderr)
+    bar = tqdm(exps, desc="reproduce all", unit="experiment", disable=not progress(args), file=sys.stderr)
     for exp in bar:
         bar.set_postfix_str(exp.name)
         path = ctx.out / exp.json_name(args.dataset or (exp.datasets and "mnist"))

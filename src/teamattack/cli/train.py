@@ -1,7 +1,7 @@
 """`teamattack train`: train a zoo architecture, write safetensors + a JSON card."""
 from __future__ import annotations
 
-from .common import command_line
+from .common import command_line, dataset_name, nonneg_float, nonneg_int, positive_float, positive_int
 
 
 def register(sub) -> None:
@@ -16,22 +16,23 @@ def register(sub) -> None:
                     "beside OUT is written every epoch; --resume continues from it.",
     )
     p.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES), help="architecture")
-    p.add_argument("--dataset", default=None, help="digits | mnist | cifar10 (default: the architecture's)")
+    p.add_argument("--dataset", default=None, type=dataset_name, help="digits | mnist | cifar10 (default: the architecture's)")
     p.add_argument("--data-root", default=None, help="folder with the datasets (default: $TEAMATTACK_DATA)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=positive_int, default=10)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--out", required=True, help="weights file to write (.safetensors; the card goes beside it)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default per dataset)")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default per dataset)")
+    p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                    help="adam | sgd (momentum 0.9, Nesterov); default adam, sgd for cifar10")
     p.add_argument("--schedule", choices=SCHEDULES, default=None,
                    help="learning-rate schedule per step (default cosine, onecycle for cifar10)")
-    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--weight-decay", type=nonneg_float, default=None)
     p.add_argument("--augment", action="store_true",
                    help="random crop after zero padding (+ horizontal flip on cifar10)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch threads (default: $OMP_NUM_THREADS if set, else one per core)")
     p.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoint after the last epoch")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     p.set_defaults(func=run)

@@ -6,7 +6,10 @@
 
 Datasets: ``digits`` (sklearn's 8x8 digits, fixed 2/3-1/3 split), ``mnist`` (idx files),
 ``cifar10`` (official python batches, or the npz files; see :mod:`teamattack.data.readers`).
-The data root is ``root=``, else ``$TEAMATTACK_DATA``, else ``./data``. A missing dataset raises
+The data root is ``root=``, else ``$TEAMATTACK_DATA``, else :func:`default_root`
+(``$XDG_DATA_HOME/teamattack``, i.e. ``~/.local/share/teamattack``; never the current
+directory). CIFAR-10 python batches are read by an unpickler that admits nothing but numpy arrays
+and builtins (a batch whose md5 is not the official one gets a warning). A missing dataset raises
 :class:`DatasetNotFoundError` (a ``FileNotFoundError``) naming where it looked and how to get it.
 """
 from __future__ import annotations
@@ -21,6 +24,8 @@ from .readers import (
     CIFAR10_CLASSES,
     ENV_VAR,
     DatasetNotFoundError,
+    UnsafeDataError,
+    default_root,
     digits_split_indices,
     read_cifar10,
     read_digits,
@@ -38,8 +43,8 @@ _INFO = {
     "cifar10": {"shape": (3, 32, 32), "classes": CIFAR10_CLASSES},
 }
 
-__all__ = ["DATASETS", "ENV_VAR", "DatasetNotFoundError", "available", "class_names",
-           "correctly_classified", "digits_split_indices", "input_shape", "load", "load_arrays",
+__all__ = ["DATASETS", "ENV_VAR", "DatasetNotFoundError", "UnsafeDataError", "available", "class_names",
+           "correctly_classified", "default_root", "digits_split_indices", "input_shape", "load", "load_arrays",
            "num_classes", "resolve_root", "subset_indices", "verify_md5"]
 
 

@@ -19,12 +19,16 @@ import hashlib
 import os
 import pickle
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 ENV_VAR = "TEAMATTACK_DATA"
-DEFAULT_ROOT = "data"  # relative to the working directory, used when neither root= nor $TEAMATTACK_DATA
+# used when neither root= nor $TEAMATTACK_DATA is given: a fixed folder of the user's, never the
+# current directory (whose files may come from anywhere): $XDG_DATA_HOME/teamattack, by default
+# ~/.local/share/teamattack
+DEFAULT_ROOT_NAME = "teamattack"
 
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -75,19 +79,26 @@ def verify_md5(path: str | os.PathLike, md5: str, chunk: int = 1 << 20) -> bool:
     return h.hexdigest() == md5.lower()
 
 
+def default_root() -> Path:
+    """The data root used without root= and $TEAMATTACK_DATA: ``$XDG_DATA_HOME/teamattack``
+    (``~/.local/share/teamattack``), never the current directory."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join("~", ".local", "share")
+    return Path(base).expanduser() / DEFAULT_ROOT_NAME
+
+
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
-    """``root`` if given, else ``$TEAMATTACK_DATA``, else ``./data``."""
+    """``root`` if given, else ``$TEAMATTACK_DATA``, else :func:`default_root` (not the current directory)."""
     if root is not None and str(root) != "":
         return Path(root).expanduser()
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
-    return Path(DEFAULT_ROOT)
+    return default_root()
 
 
 def _root_hint(root: Path) -> str:
     return (f"Data root: {root.resolve()} (set it with root=..., the CLI option --data-root, or the "
-            f"environment variable {ENV_VAR}; default ./{DEFAULT_ROOT}).")
+            f"environment variable {ENV_VAR}; default {default_root()}).")
 
 
 # ---------------------------------------------------------------------------------------------- MNIST
@@ -144,11 +155,55 @@ def read_mnist(root: Path, split: str, labels_only: bool = False) -> tuple[np.nd
 
 
 # ---------------------------------------------------------------------------------------------- CIFAR-10
-def _unpickle_official_batch(path: Path) -> dict:
-    # Only for the official CIFAR-10 python batches (their documented format is a pickle of a dict
-    # of numpy arrays / lists). Never point this at files of unknown origin.
+class UnsafeDataError(ValueError):
+    """A data file that will not be read because it could run code or is not the official file."""
+
+
+class ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that builds only builtin containers, strings, numbers and numpy arrays.
+
+    Any other global a pickle asks for (``os.system``, ``builtins.eval``, ...) raises
+    :class:`UnsafeDataError` before it is looked up, so a crafted file cannot run code.
+    """
+
+    ALLOWED = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "bytearray"), ("builtins", "complex"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 spell bytes
+    })
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise UnsafeDataError(f"the pickle asks for {module}.{name}; only numpy arrays and builtin "
+                                  "containers are read")
+        return super().find_class(module, name)
+
+
+def read_pickled_arrays(path: str | os.PathLike) -> object:
+    """A pickle of builtin containers and numpy arrays, read with :class:`ArrayUnpickler`."""
     with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+        try:
+            return ArrayUnpickler(f, encoding="bytes").load()
+        except UnsafeDataError as err:
+            raise UnsafeDataError(f"{path}: {err}") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
+            raise ValueError(f"{path}: not a readable CIFAR-10 python batch ({err})") from None
+
+
+def _unpickle_official_batch(path: Path) -> dict:
+    # The official CIFAR-10 python batches are pickles of a dict of numpy arrays / lists. They are
+    # read with ArrayUnpickler (only arrays and builtins: a crafted file cannot run code), and a
+    # file whose md5 is not the official one is named in a warning.
+    d = read_pickled_arrays(path)
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: not a CIFAR-10 python batch (a {type(d).__name__}, not a dict)")
+    md5 = CIFAR10_BATCHES.get(path.name)
+    if md5 is not None and not verify_md5(path, md5):
+        warnings.warn(f"{path}: its md5 is not the official CIFAR-10 file's ({md5}); read as arrays only",
+                      stacklevel=3)
+    return d
 
 
 def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -65,10 +65,7 @@ def render(sections: Sequence[Section], title: str = "teamattack report") -> str
 def write_html(paths: Iterable[str | os.PathLike], out: str | os.PathLike,
                title: str = "teamattack report") -> Path:
     """Load every document, render, write `out` atomically; returns its path."""
+    from ..atomic import atomic_write_text  # a fresh temporary file beside `out`, then os.replace
+
     sections = [load(p) for p in paths]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(render(sections, title), encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return atomic_write_text(out, render(sections, title))

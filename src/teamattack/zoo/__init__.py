@@ -21,7 +21,7 @@ from .architectures import (
     dataset_of,
     has_split,
 )
-from .registry import WEIGHTS_DIR, card_path, load, names, read_card, resolve, save
+from .registry import WEIGHTS_DIR, IntegrityError, card_path, load, names, read_card, resolve, save
 
 __all__ = [
     "ARCHITECTURES",
@@ -29,6 +29,7 @@ __all__ = [
     "CIFAR_STD",
     "WEIGHTS_DIR",
     "CifarResNet",
+    "IntegrityError",
     "Normalize",
     "SplitNet",
     "build",

@@ -3,9 +3,11 @@
 - Deterministic given the seed: the initialisation uses ``torch.manual_seed(seed)``, and each
   epoch's shuffle and augmentation use a generator seeded by (seed, epoch), so a run resumed
   after an interruption follows the same path as an uninterrupted one (same thread count).
-- A checkpoint is written atomically after every epoch: ``<out stem>.ckpt.safetensors`` (model
-  and optimizer tensors) and ``<out stem>.ckpt.json`` (epoch, optimizer settings, history). It is
-  deleted when training completes (``keep_checkpoint=True`` keeps it). Nothing is pickled.
+- A checkpoint is written atomically after every epoch: one file, ``<out stem>.ckpt.safetensors``,
+  with the model and optimizer tensors and, in its metadata, the JSON (epoch, optimizer settings,
+  history), so a crash leaves either the previous checkpoint or the new one (``<out stem>.ckpt.json``
+  beside it is a readable copy of that JSON, not used to resume). Both are deleted when
+  training completes (``keep_checkpoint=True`` keeps it). Nothing is pickled.
 - The learning rate is a pure function of the step (``constant``, ``cosine``, or ``onecycle`` =
   linear warm-up over the first 15% of steps from lr/10, then cosine to 0), so it needs no state.
 - Augmentation (``augment=True``): random crop after zero-padding (4 px for 32x32, 2 px for
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
@@ -81,11 +84,23 @@ def _make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float)
 
 
 def _ckpt_paths(out: Path) -> tuple[Path, Path]:
+    """The checkpoint (``<stem>.ckpt.safetensors``, the one file resuming trusts) and a readable copy of
+    its JSON (``<stem>.ckpt.json``; read only for checkpoints of the older two-file format)."""
     stem = out.name.removesuffix(".safetensors")
     return out.with_name(stem + ".ckpt.safetensors"), out.with_name(stem + ".ckpt.json")
 
 
+CKPT_META_KEY = "checkpoint"  # safetensors metadata entry holding the checkpoint's JSON
+
+
+class CheckpointError(ValueError):
+    """A training checkpoint that cannot be resumed from (unreadable, or its parts disagree)."""
+
+
 def _save_checkpoint(out: Path, model: nn.Module, opt: torch.optim.Optimizer, meta: dict) -> None:
+    """One atomic file: model and optimizer tensors, with the JSON (epoch, settings, history,
+    optimizer settings) in the safetensors metadata, so a crash leaves the old checkpoint or the new
+    one, never a mixture."""
     tpath, jpath = _ckpt_paths(out)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     sd = opt.state_dict()
@@ -97,16 +112,37 @@ def _save_checkpoint(out: Path, model: nn.Module, opt: torch.optim.Optimizer, me
             else:
                 scalars.setdefault(str(pid), {})[k] = v
     meta = dict(meta, optim_param_groups=sd["param_groups"], optim_scalars=scalars)
-    save_state(tensors, tpath, metadata={"epoch": str(meta["epoch"])})
-    write_card(jpath, meta)
+    save_state(tensors, tpath, metadata={"epoch": str(meta["epoch"]), CKPT_META_KEY: json.dumps(meta)})
+    write_card(jpath, meta)  # a readable copy for people; resuming reads the metadata above
+
+
+def _read_checkpoint(tpath: Path, jpath: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    """(meta, tensors) of the checkpoint, None when there is none; CheckpointError when it is unusable."""
+    if not tpath.is_file():
+        return None  # (a lone .ckpt.json is the leftover of a finished run's clean-up)
+    try:
+        with safe_open(str(tpath), framework="pt") as f:
+            md = f.metadata() or {}
+        tensors = load_file(str(tpath), device="cpu")
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{tpath}: unreadable checkpoint ({err}); delete it to start again") from None
+    if CKPT_META_KEY in md:
+        return json.loads(md[CKPT_META_KEY]), tensors
+    # the older two-file format: the JSON beside it must describe the same epoch
+    if not jpath.is_file():
+        raise CheckpointError(f"{tpath}: a checkpoint without its {jpath.name}; delete it to start again")
+    meta = json.loads(jpath.read_text())
+    if str(meta.get("epoch")) != md.get("epoch"):
+        raise CheckpointError(f"{tpath} (epoch {md.get('epoch')}) and {jpath.name} (epoch {meta.get('epoch')}) "
+                              "disagree: the run was interrupted between them; delete both to start again")
+    return meta, tensors
 
 
 def _load_checkpoint(out: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict | None:
-    tpath, jpath = _ckpt_paths(out)
-    if not (tpath.is_file() and jpath.is_file()):
+    got = _read_checkpoint(*_ckpt_paths(out))
+    if got is None:
         return None
-    meta = json.loads(jpath.read_text())
-    tensors = load_file(str(tpath), device="cpu")
+    meta, tensors = got
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
     state: dict[int, dict] = {}
     for k, v in tensors.items():
