@@ -119,9 +119,10 @@ class InputSpace:
         return (x - _stat(self.mean, x, self.axis)) / _stat(self.std, x, self.axis)
 
     def check(self, x: torch.Tensor) -> None:
+        from .validation import check_x  # type, dtype and batch dimension, as every attack checks
+
         lo, hi = self.bounds
-        if not torch.is_tensor(x) or not x.is_floating_point():
-            raise InputError("x must be a floating-point tensor")
+        x = check_x(x)
         if x.numel() and (float(x.min()) < lo or float(x.max()) > hi):
             raise InputError(f"x must lie in the bounds [{lo:g}, {hi:g}]; got values in "
                              f"[{float(x.min()):.4g}, {float(x.max()):.4g}]")

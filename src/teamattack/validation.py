@@ -76,7 +76,7 @@ def check_model_fits(model: nn.Module, x: torch.Tensor) -> None:
 
 # ---- the batch -------------------------------------------------------------------------------
 
-def _check_x(x: object) -> torch.Tensor:
+def check_x(x: object) -> torch.Tensor:
     if not torch.is_tensor(x):
         kind = type(x).__name__
         hint = "torch.from_numpy(x)" if type(x).__module__ == "numpy" else "torch.tensor(x)"
@@ -105,7 +105,7 @@ def check_batch(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """No forward pass: x a finite floating tensor in [0, 1] with a batch dimension, y / target
     1-D integer tensors of matching length. Returns (x, y, target), labels as int64 on x's device."""
-    x = _check_x(x)
+    x = check_x(x)
     if x.numel() and not bool(torch.isfinite(x).all()):
         bad = (~torch.isfinite(x.reshape(x.shape[0], -1))).any(1).nonzero().squeeze(1).tolist()
         raise InputError(f"x contains NaN or infinite values (examples {_some(bad)})")

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ..data import predict
 from . import distributed, stages
 from . import records as R
 from .distributed import Shard
@@ -35,11 +36,6 @@ from .suites import AttackSpec
 # ------------------------------------------------------------------------------------------
 # images, seeds, fingerprints
 # ------------------------------------------------------------------------------------------
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
-
-
 def select_images(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int = 0,
                   batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """N correctly classified images chosen with `seed` (sorted indices into x); all if n is None."""
