@@ -14,10 +14,11 @@ import argparse
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..atomic import atomic_write_text
 
 SOURCES = ("none", "ggn", "krylov", "exact")
 
@@ -139,8 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                                "device": args.device, "torch": torch.__version__, "threads": args.threads,
                                "rows": [asdict(r) for r in rows]})
     if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(md)
+        atomic_write_text(args.markdown, md)
     return 0
 
 

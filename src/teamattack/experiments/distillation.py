@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write_text
 from . import Context, register
 from .plotting import line_panels
 
@@ -279,7 +280,7 @@ def e6(ctx: Context) -> dict:
            "n_images": n, "temperatures": list(opts.temperatures), "per_temperature": per_g, "beyond": beyond,
            "png": str(png), "markdown": markdown(per_g, beyond, budgets, ds, recipe.arch, epochs)}
     md = ctx.png(f"e6_distillation_{ds}.md")
-    md.write_text(out["markdown"])
+    atomic_write_text(md, out["markdown"])
     out["md"] = str(md)
     return out
 

@@ -6,6 +6,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import atomic_write_text
+
 
 @dataclass
 class Entry:
@@ -57,6 +59,5 @@ def write_index(path: Path, entries: Sequence[Entry], command: str) -> Path:
         lines.append(f"| {e.name} | {e.help} | {_link(e.json, base) if e.json else '-'} | "
                      f"{_link(e.markdown, base) if e.markdown else '-'} | "
                      f"{' '.join(_link(p, base) for p in e.pngs) or '-'} | {e.seconds:.0f} s |")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..atomic import atomic_write_text
 from ..bench import harness
 from . import Context
 from .common import zoo_model
@@ -99,8 +100,7 @@ def header(s: Setup, **extra) -> dict:
 
 def write_markdown(ctx: Context, name: str, dataset: str, text: str) -> str:
     path = ctx.out / f"{stem(name, dataset)}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text.rstrip() + "\n")
+    atomic_write_text(path, text.rstrip() + "\n")
     return str(path)
 
 
