@@ -30,10 +30,11 @@ WalkFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], tuple[tor
 # The default split of the budget (docs/results/fixed-budget-*.md): a short screened walk
 # (3 starts x 8 steps, the best walking 22 more: 46 gradients) and 50 ascent steps; images that
 # break early leave, so the average stays below APGD-100's 100 gradients per image.
-WALK_STEPS, WALK_STARTS, WALK_SCREEN, ASCENT_STEPS = 30, 3, 8, 50
+WALK_STEPS, WALK_STARTS, WALK_SCREEN, ASCENT_STEPS, CE_STEPS = 30, 3, 8, 50, 0
 
 MOMENTUM = 0.75  # APGD's alpha
 RHO = 0.75       # APGD's fraction of improving steps below which the step size halves
+LOSSES = ("margin", "ce")
 
 
 def _view(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -67,6 +68,13 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | No
     return zo - za if target is None else za - zo
 
 
+def _ce_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """Per example: the cross-entropy of y (untargeted) or minus that of the target (targeted)."""
+    if target is None:
+        return torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    return -torch.nn.functional.cross_entropy(logits, target, reduction="none")
+
+
 def _checkpoints(steps: int) -> list[int]:
     """APGD's checkpoints w_j = ceil(p_j * steps): p = 0, 0.22, then gaps shrinking by 0.03 to 0.06."""
     p = [0.0, 0.22]
@@ -86,13 +94,17 @@ def ascent(
     eps: float,
     norm: str,
     steps: int,
+    loss: str = "margin",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """APGD-style ascent of the margin loss inside the eps-ball and the box, from `start`.
+    """APGD-style ascent of `loss` inside the eps-ball and the box, from `start`.
 
-    Returns (points, adversarial): for each example its first verified adversarial point, or
-    the highest-margin point seen. One gradient per active example and step; an example stops
-    once adversarial.
+    loss: "margin" (`margin_loss`) or "ce" (the cross-entropy of y, untargeted; minus that of the
+    target, targeted: APGD-CE's loss). Returns (points, adversarial): for each example its first
+    verified adversarial point (judged by the margin of the same logits), or the highest-loss point
+    seen. 1 + `steps` gradients per example at most; an example stops once adversarial.
     """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     B = x.shape[0]
     dev = x.device
     out = start.clone()
@@ -101,12 +113,13 @@ def ascent(
         return out, adv
     sub = lambda t, i: None if t is None else t[i]
 
-    def loss_grad(p: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_grad(p: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         p = p.detach().requires_grad_(True)
         logits = model(p)
-        loss = margin_loss(logits, y[idx], sub(target, idx))
-        (g,) = torch.autograd.grad(loss.sum(), p)
-        return loss.detach(), g
+        m = margin_loss(logits, y[idx], sub(target, idx))
+        value = m if loss == "margin" else _ce_loss(logits, y[idx], sub(target, idx))
+        (g,) = torch.autograd.grad(value.sum(), p)
+        return value.detach(), m.detach() > 0, g
 
     def direction(g: torch.Tensor) -> torch.Tensor:
         if norm == "linf":
@@ -115,7 +128,7 @@ def ascent(
 
     idx = torch.arange(B, device=dev)
     cur = start.clone()
-    loss, g = loss_grad(cur, idx)
+    loss, hit, g = loss_grad(cur, idx)
     best, best_loss, best_g = cur.clone(), loss.clone(), g.clone()
     prev = cur.clone()
     eta = torch.full((B,), 2.0 * eps, device=dev, dtype=x.dtype)
@@ -123,7 +136,6 @@ def ascent(
     best_at_ckpt, eta_at_ckpt = best_loss.clone(), eta.clone()
     ckpts, last = _checkpoints(steps), 0
     for k in range(steps + 1):
-        hit = loss > 0
         if hit.any():  # verified adversarial (the loss came from the network's own logits)
             out[idx[hit]] = cur[hit].detach()
             adv[idx[hit]] = True
@@ -139,14 +151,14 @@ def ascent(
         z = project(xs, cur + _view(eta, cur) * direction(g), eps, norm)
         if k > 0:
             z = project(xs, cur + MOMENTUM * (z - cur) + (1 - MOMENTUM) * (cur - prev), eps, norm)
-        new_loss, new_g = loss_grad(z, idx)
+        new_loss, hit, new_g = loss_grad(z, idx)
         improved += (new_loss > loss).float()
         better = new_loss > best_loss
         prev, cur, loss, g = cur, z.detach(), new_loss, new_g
         best[better], best_loss[better], best_g[better] = cur[better], loss[better], g[better]
         if ckpts and k + 1 == ckpts[0]:
             span = ckpts[0] - last
-            halve = (improved < RHO * span) | ((eta == eta_at_ckpt) & (best_loss <= best_at_ckpt))
+            halve = ((improved < RHO * span) | ((eta == eta_at_ckpt) & (best_loss <= best_at_ckpt))) & ~hit
             if halve.any():  # smaller steps, restarted from the best point
                 eta = torch.where(halve, eta / 2, eta)
                 h = _view(halve, cur)
@@ -170,8 +182,10 @@ def fixed_budget(
     eps: float,
     walk: WalkFn,
     steps: int,
+    ce_steps: int = 0,
 ) -> torch.Tensor:
-    """Adversarial examples within eps (L2 or Linf) and the box: the walk, then `steps` of ascent.
+    """Adversarial examples within eps (L2 or Linf) and the box: the walk, then `steps` of margin
+    ascent from the walk's point, then (images still robust) `ce_steps` of cross-entropy ascent from x.
 
     walk(x, y, target) -> (points, distances): TEAM's minimum-norm walk (NaN distance: none found).
     """
@@ -185,5 +199,11 @@ def fixed_budget(
     if rest.numel():
         start = project(x[rest], torch.where(_view(found[rest], pts[rest]), pts[rest], x[rest]), eps, norm)
         sub = None if target is None else target[rest]
-        out[rest] = ascent(model, x[rest], start, y[rest], sub, eps=eps, norm=norm, steps=steps)[0]
+        pts, adv = ascent(model, x[rest], start, y[rest], sub, eps=eps, norm=norm, steps=steps)
+        out[rest] = pts
+        rest = rest[~adv]
+    if rest.numel() and ce_steps > 0:
+        sub = None if target is None else target[rest]
+        pts, adv = ascent(model, x[rest], x[rest], y[rest], sub, eps=eps, norm=norm, steps=ce_steps, loss="ce")
+        out[rest[adv]] = pts[adv]
     return out

@@ -42,6 +42,8 @@ def register(sub) -> None:
     p.add_argument("--sidecar", default=None, help="resume file (default: JSON path + .partial.jsonl)")
     p.add_argument("--fresh", action="store_true", help="discard saved partial results and start again")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--threads", default="1,2", help="--suite speed: comma-separated torch thread counts")
+    p.add_argument("--repeats", type=int, default=2, help="--suite speed: alternating runs per attack")
     p.set_defaults(func=run)
 
 
@@ -55,6 +57,10 @@ def run(args) -> int:
     except SuiteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.suite == "speed":  # wall time against the gradient floor (teamattack.bench.speed)
+        from ..bench.speed import run_cli
+
+        return run_cli(args, specs)
     eps_list = [float(e) for e in args.eps.split(",") if e.strip()] if args.eps else None
     # under torchrun: this process's rank (gloo on CPU, nccl on CUDA, cuda:LOCAL_RANK)
     shard, dev = distributed.init_from_env(device(args.device))
