@@ -41,11 +41,13 @@ import math
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from .. import subproblems as sp
 from ..counting import CountingModel
 from ..goal import Goal
 from ..curvature import Expansion
+from ..curvature.sources import _activation_numel
 from ..objectives import get_objective
 
 ExpandFn = Callable[..., Expansion]
@@ -99,6 +101,7 @@ class _Walks:
         self.trust = torch.full((R,), float("inf"), device=dev, dtype=dt)
         self.f_prev = torch.full((R,), float("inf"), device=dev, dtype=dt)
         self.step_len = torch.zeros((R,), device=dev, dtype=dt)
+        self.chunk = chunk_rows(model, xr[:1])
 
     def size(self, v: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vector_norm(v, ord=self.p_norm, dim=1)
@@ -120,7 +123,12 @@ class _Walks:
 
     def advance(self, rows: torch.Tensor, steps: int) -> None:
         """`steps` steps of walks `rows` (alpha's cosine schedule over them), then the true
-        network's verdict on where they stand."""
+        network's verdict on where they stand; at most `self.chunk` rows at a time (walks are
+        independent: the same result, cheaper per row on CPU, `chunk_rows`)."""
+        for part in rows.split(self.chunk):
+            self._advance(part, steps)
+
+    def _advance(self, rows: torch.Tensor, steps: int) -> None:
         xf, lower = self.xf[rows], -self.xf[rows]
         upper = 1.0 + lower
         d, ov, trust = self.d[rows], self.ov[rows], self.trust[rows]
@@ -160,6 +168,21 @@ class _Walks:
         self._keep(rows, xf, xf + d, ok)
         self.d[rows], self.ov[rows], self.trust[rows] = d, ov, trust
         self.f_prev[rows], self.step_len[rows] = f_prev, step_len
+
+
+# CPU: rows per forward + backward pass of the walk, as activation bytes. Past a few tens of MB of
+# activations a batched pass costs more per row (docs/engine.md, "Speed"); the GPU takes any batch.
+CHUNK_BYTES = 16e6
+
+
+def chunk_rows(model: nn.Module, x1: torch.Tensor) -> int:
+    """Rows of the walk processed together: all on GPU; on CPU as many as keep one pass's
+    activations (measured on the example x1, uncounted) under CHUNK_BYTES, at least 8."""
+    if x1.device.type != "cpu" or CHUNK_BYTES == float("inf"):
+        return 1 << 30
+    raw = model.model if isinstance(model, CountingModel) else model
+    numel = _activation_numel(raw, x1)
+    return max(8, int(CHUNK_BYTES // (numel * x1.element_size())))
 
 
 def walk_budget(steps: int, starts: int, screen: int = 0, keep: int = 1) -> int:
