@@ -98,3 +98,63 @@ def test_fixed_budget_ascent_takes_over_where_the_walk_fails(digits):
     assert bool((_size(out - x, "linf") <= 0.15 + 1e-6).all())
     with torch.no_grad():
         assert float((model(out).argmax(1) != y).float().mean()) > 0.5
+
+
+class _FlatRunnerUp(nn.Module):
+    """Three classes at x near 0.5: Z_0 = 1 and Z_1 = 0.5 constant, Z_2 = -1 + 10 w.(x - 0.5).
+
+    The margin's runner-up is class 1, whose margin Z_1 - Z_0 has zero gradient: an ascent of the
+    margin cannot move. The cross-entropy also sees class 2 (softmax weight > 0) and climbs toward
+    it; class 2 wins once w.(x - 0.5) > 0.2, inside Linf eps = 0.1 (||w||_1 = 4) and L2 eps = 0.25.
+    """
+
+    def __init__(self, n: int = 4):
+        super().__init__()
+        self.register_buffer("w", torch.ones(n, dtype=torch.float64))
+
+    def forward(self, x):
+        t = (x.flatten(1) - 0.5) @ self.w
+        one = torch.ones_like(t)
+        return torch.stack([one, 0.5 * one, -1 + 10 * t], 1)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.25)])
+def test_cross_entropy_phase_breaks_what_the_margin_ascent_cannot(norm, eps):
+    x = torch.full((3, 1, 2, 2), 0.5, dtype=torch.float64)
+    y = torch.zeros(3, dtype=torch.long)
+    model = _FlatRunnerUp().eval()
+    nothing = lambda xx, yy, tt: (xx.clone(), torch.full((len(xx),), float("nan"), dtype=xx.dtype))
+    counting = CountingModel(model)
+    only_margin = fixed_budget(counting, x, y, None, norm=norm, eps=eps, walk=nothing, steps=10, ce_steps=0)
+    assert bool((model(only_margin).argmax(1) == 0).all())          # stuck
+    assert counting.gradients == 3 * (1 + 10)                        # 1 + steps per image, nobody left early
+    counting = CountingModel(model)
+    out = fixed_budget(counting, x, y, None, norm=norm, eps=eps, walk=nothing, steps=10, ce_steps=10)
+    assert bool((model(out).argmax(1) == 2).all())                   # broken, toward class 2
+    assert bool((_size(out - x, norm) <= eps + 1e-9).all()) and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert 3 * (1 + 10) < counting.gradients <= 3 * (1 + 10 + 1 + 10)  # the CE phase stops at success
+
+
+def test_default_split_stays_within_apgd_ce_100():
+    """Every image costs at most the walk's expansions + (1 + ascent steps) + (1 + CE steps) <= 100."""
+    from teamattack.attacks import fixed_budget as fbm
+    from teamattack.attacks.boundary_walk import walk_budget
+
+    per_image = walk_budget(fbm.WALK_STEPS, fbm.WALK_STARTS, fbm.WALK_SCREEN) + 1 + fbm.ASCENT_STEPS + 1 + fbm.CE_STEPS
+    assert per_image <= 100
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.5)])
+def test_team_fixed_budget_gradients_per_image_as_claimed(digits, norm, eps):
+    """The counted gradients never exceed the per-image bound on any image (one image at a time)."""
+    from teamattack.attacks import fixed_budget as fbm
+    from teamattack.attacks.boundary_walk import walk_budget
+
+    model, x, y = digits
+    bound = walk_budget(fbm.WALK_STEPS, fbm.WALK_STARTS, fbm.WALK_SCREEN) + 1 + fbm.ASCENT_STEPS + 1 + fbm.CE_STEPS
+    attack = ta.TEAM(model, norm=norm, eps=eps, hessian="none")
+    for i in range(4):
+        res = attack(x[i:i + 1], y[i:i + 1])
+        assert res.counters.gradients <= bound
+        dist = res.linf if norm == "linf" else res.l2
+        assert float(dist[0]) <= eps + 1e-6

@@ -105,6 +105,7 @@ def ascent(
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    use_ce = loss == "ce"
     B = x.shape[0]
     dev = x.device
     out = start.clone()
@@ -117,7 +118,7 @@ def ascent(
         p = p.detach().requires_grad_(True)
         logits = model(p)
         m = margin_loss(logits, y[idx], sub(target, idx))
-        value = m if loss == "margin" else _ce_loss(logits, y[idx], sub(target, idx))
+        value = _ce_loss(logits, y[idx], sub(target, idx)) if use_ce else m
         (g,) = torch.autograd.grad(value.sum(), p)
         return value.detach(), m.detach() > 0, g
 
@@ -128,8 +129,8 @@ def ascent(
 
     idx = torch.arange(B, device=dev)
     cur = start.clone()
-    loss, hit, g = loss_grad(cur, idx)
-    best, best_loss, best_g = cur.clone(), loss.clone(), g.clone()
+    val, hit, g = loss_grad(cur, idx)
+    best, best_loss, best_g = cur.clone(), val.clone(), g.clone()
     prev = cur.clone()
     eta = torch.full((B,), 2.0 * eps, device=dev, dtype=x.dtype)
     improved = torch.zeros(B, device=dev)
@@ -143,7 +144,7 @@ def ascent(
         if k == steps or not keep.any():
             break
         if not keep.all():
-            idx, cur, prev, g, loss = idx[keep], cur[keep], prev[keep], g[keep], loss[keep]
+            idx, cur, prev, g, val = idx[keep], cur[keep], prev[keep], g[keep], val[keep]
             best, best_loss, best_g = best[keep], best_loss[keep], best_g[keep]
             eta, improved = eta[keep], improved[keep]
             best_at_ckpt, eta_at_ckpt = best_at_ckpt[keep], eta_at_ckpt[keep]
@@ -152,10 +153,10 @@ def ascent(
         if k > 0:
             z = project(xs, cur + MOMENTUM * (z - cur) + (1 - MOMENTUM) * (cur - prev), eps, norm)
         new_loss, hit, new_g = loss_grad(z, idx)
-        improved += (new_loss > loss).float()
+        improved += (new_loss > val).float()
         better = new_loss > best_loss
-        prev, cur, loss, g = cur, z.detach(), new_loss, new_g
-        best[better], best_loss[better], best_g[better] = cur[better], loss[better], g[better]
+        prev, cur, val, g = cur, z.detach(), new_loss, new_g
+        best[better], best_loss[better], best_g[better] = cur[better], val[better], g[better]
         if ckpts and k + 1 == ckpts[0]:
             span = ckpts[0] - last
             halve = ((improved < RHO * span) | ((eta == eta_at_ckpt) & (best_loss <= best_at_ckpt))) & ~hit
@@ -163,7 +164,7 @@ def ascent(
                 eta = torch.where(halve, eta / 2, eta)
                 h = _view(halve, cur)
                 cur, prev = torch.where(h, best, cur), torch.where(h, best, prev)
-                g, loss = torch.where(h, best_g, g), torch.where(halve, best_loss, loss)
+                g, val = torch.where(h, best_g, g), torch.where(halve, best_loss, val)
             improved.zero_()
             best_at_ckpt, eta_at_ckpt = best_loss.clone(), eta.clone()
             last = ckpts.pop(0)
