@@ -39,8 +39,8 @@ def test_measure_rows_floor_and_ratio(digits):
     table = speed.measure(model, x, y, specs, model_name="digits-cnn", threads=(1,), repeats=2, log=lambda s: None)
     ran = {r.attack for r in table.rows}
     assert ran | set(table.skipped) == {"team-l2", "team-linf", "ddn-100"}
-    cost = table.fwd_bwd_seconds_per_image[1]
-    assert cost > 0
+    cost, cpu_cost = table.fwd_bwd_seconds_per_image[1], table.fwd_bwd_cpu_seconds_per_image[1]
+    assert cost > 0 and cpu_cost > 0
     for r in table.rows:
         assert r.threads == 1 and r.images == len(x) and r.runs == 2
         assert 0 < r.seconds_per_image <= r.median_seconds_per_image
@@ -50,18 +50,19 @@ def test_measure_rows_floor_and_ratio(digits):
             assert 0 <= r.gradients_per_image - bw.walk_budget(40, 6, 8) < 1
             assert math.isclose(r.floor_seconds_per_image, r.gradients_per_image * cost)
             assert math.isclose(r.wall_over_floor, r.seconds_per_image / r.floor_seconds_per_image)
+            assert math.isclose(r.cpu_over_floor, r.cpu_seconds_per_image / (r.gradients_per_image * cpu_cost))
             assert r.success == 1.0 and r.median_distance > 0
         else:
-            assert r.floor_seconds_per_image is None and r.wall_over_floor is None
+            assert r.floor_seconds_per_image is None and r.wall_over_floor is None and r.cpu_over_floor is None
             assert r.gradients_per_image == 100
     text = speed.markdown(table)
     assert "## 1 torch thread" in text and text.count("| team-") == 2
 
 
-def test_fwd_bwd_cost_scales_with_the_batch(digits):
+def test_fwd_bwd_cost_is_wall_and_cpu(digits):
     model, x, y = digits
-    one = speed.fwd_bwd_seconds(model, x[:1], y[:1], repeats=3)
-    assert 0 < one < 1.0
+    wall, cpu = speed.fwd_bwd_seconds(model, x[:1], y[:1], repeats=3)
+    assert 0 < wall < 1.0 and 0 < cpu < 1.0
 
 
 def test_cli_writes_json_and_markdown(tmp_path, capsys):

@@ -6,7 +6,8 @@
 For one batch of N correctly classified test images, in one process, every attack runs on the
 whole batch `repeats` times, alternating (A B C A B C: a slow spell of a shared machine hits every
 attack alike), at each torch thread count; a row reports the fastest of its runs (the least
-disturbed one; `median` as well). Beside the wall time: gradients and forwards per image (the
+disturbed one; the median as well) and the process's CPU time (at one thread it barely depends on
+what else the machine runs). Beside the wall time: gradients and forwards per image (the
 `CountingModel`), success rate and median distance over successes, and for TEAM its *gradient
 floor*: its gradients per image times the measured cost of one batched forward + backward of the
 same batch (fastest of several, measured between the attacks' runs), and the ratio wall / floor
@@ -41,8 +42,9 @@ class SpeedRow:
     library: str
     norm: str
     images: int
-    seconds_per_image: float          # the fastest of the runs
+    seconds_per_image: float          # wall time, the fastest of the runs
     median_seconds_per_image: float   # their median
+    cpu_seconds_per_image: float      # CPU time of this process (all threads), the least of the runs
     runs: int
     gradients_per_image: float
     forwards_per_image: float
@@ -50,6 +52,7 @@ class SpeedRow:
     median_distance: float | None     # over successes, in the attack's norm
     floor_seconds_per_image: float | None = None  # TEAM: gradients x (forward + backward) per image
     wall_over_floor: float | None = None
+    cpu_over_floor: float | None = None  # the same in CPU time (robust to other processes at 1 thread)
 
 
 @dataclass
@@ -62,21 +65,28 @@ class SpeedTable:
     repeats: int
     rows: list[SpeedRow] = field(default_factory=list)
     fwd_bwd_seconds_per_image: dict[int, float] = field(default_factory=dict)
+    fwd_bwd_cpu_seconds_per_image: dict[int, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     command: str = ""
 
 
-def fwd_bwd_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 5) -> float:
-    """Fastest of `repeats` batched forward + backward passes (the gradient of one logit margin
-    per image w.r.t. the input, as the attacks take it), per image."""
-    best = float("inf")
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def fwd_bwd_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 3) -> tuple[float, float]:
+    """(wall, CPU) seconds per image of one batched forward + backward pass (the gradient of one
+    logit per image w.r.t. the input, as the attacks take it): the median of `repeats`."""
+    walls, cpus = [], []
     for _ in range(repeats):
         xr = x.detach().clone().requires_grad_(True)
-        t0 = time.perf_counter()
+        w0, c0 = _clock()
         z = model(xr)
         (g,) = torch.autograd.grad(z.gather(1, y[:, None]).sum(), xr)
-        best = min(best, time.perf_counter() - t0)
-    return best / len(x)
+        w1, c1 = _clock()
+        walls.append(w1 - w0)
+        cpus.append(c1 - c0)
+    return statistics.median(walls) / len(x), statistics.median(cpus) / len(x)
 
 
 def _distance(res, norm: str) -> float | None:
@@ -112,31 +122,34 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[Atta
         for t in threads:
             torch.set_num_threads(int(t))
             walls: dict[str, list[float]] = {n: [] for n in built}
-            results = {}
-            fb = []
+            cpus: dict[str, list[float]] = {n: [] for n in built}
+            results, fb = {}, []
             for rep in range(repeats):
                 for name, attack in built.items():
-                    fb.append(fwd_bwd_seconds(model, x, y))
+                    fb.append(fwd_bwd_seconds(model, x, y))  # between the attacks: the same conditions
                     torch.manual_seed(seed)
-                    t0 = time.perf_counter()
+                    w0, c0 = _clock()
                     res = attack(x, y)
-                    walls[name].append(time.perf_counter() - t0)
+                    w1, c1 = _clock()
+                    walls[name].append((w1 - w0) / len(x))
+                    cpus[name].append((c1 - c0) / len(x))
                     results[name] = res
-                    log(f"threads {t} run {rep + 1}/{repeats} {name}: {walls[name][-1] / len(x):.4g} s/img")
-            cost = min(fb)
+                    log(f"threads {t} run {rep + 1}/{repeats} {name}: {walls[name][-1]:.4g} s/img")
+            cost, cpu_cost = min(f[0] for f in fb), min(f[1] for f in fb)
             table.fwd_bwd_seconds_per_image[int(t)] = cost
+            table.fwd_bwd_cpu_seconds_per_image[int(t)] = cpu_cost
             for name, attack in built.items():
                 res = results[name]
                 c = res.counters.per_example(len(x))
-                wall = min(walls[name]) / len(x)
-                floor = ratio = None
+                wall, cpu = min(walls[name]), min(cpus[name])
+                floor = ratio = cpu_ratio = None
                 if name in team:
                     floor = c["gradients"] * cost
-                    ratio = wall / floor
+                    ratio, cpu_ratio = wall / floor, cpu / (c["gradients"] * cpu_cost)
                 table.rows.append(SpeedRow(
                     model_name, int(t), name, attack.library, attack.norm, len(x), wall,
-                    statistics.median(walls[name]) / len(x), repeats, c["gradients"], c["forwards"],
-                    float(res.success.float().mean()), _distance(res, attack.norm), floor, ratio))
+                    statistics.median(walls[name]), cpu, repeats, c["gradients"], c["forwards"],
+                    float(res.success.float().mean()), _distance(res, attack.norm), floor, ratio, cpu_ratio))
     finally:
         torch.set_num_threads(before)
     return table
@@ -151,20 +164,24 @@ def markdown(table: SpeedTable) -> str:
            ""]
     if table.command:
         out += [f"Command: `{table.command}`", ""]
-    out += ["Seconds per image (wall time of the whole batch / N); TEAM's floor = its gradients per image x the "
-            "cost of one batched forward + backward of the same batch; median distance over successes.", ""]
+    out += ["Seconds per image (time of the whole batch / N): wall time (fastest and median run) and this "
+            "process's CPU time (least run; all threads). TEAM's floor = its gradients per image x the cost of one "
+            "batched forward + backward of the same batch (fastest between the runs), in wall and in CPU time; "
+            "median distance over successes.", ""]
     for t, cost in table.fwd_bwd_seconds_per_image.items():
-        out += [f"## {t} torch thread{'s' if t > 1 else ''} (forward + backward: {cost:.3g} s/img)", "",
-                "| attack | library | norm | s/img | median s/img | grads/img | fwds/img | success | median dist | "
-                "floor s/img | wall / floor |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        cpu_cost = table.fwd_bwd_cpu_seconds_per_image.get(t)
+        out += [f"## {t} torch thread{'s' if t > 1 else ''} (forward + backward: {cost:.3g} s/img wall, "
+                f"{f(cpu_cost, 3)} s/img CPU)", "",
+                "| attack | library | norm | s/img | median s/img | CPU s/img | grads/img | fwds/img | success | "
+                "median dist | floor s/img | wall / floor | CPU / floor |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in table.rows:
             if r.threads != t:
                 continue
             out.append(f"| {r.attack} | {r.library} | {r.norm} | {f(r.seconds_per_image)} | "
-                       f"{f(r.median_seconds_per_image)} | {r.gradients_per_image:.1f} | {r.forwards_per_image:.1f} | "
-                       f"{r.success:.3f} | {f(r.median_distance)} | {f(r.floor_seconds_per_image)} | "
-                       f"{f(r.wall_over_floor, 3)} |")
+                       f"{f(r.median_seconds_per_image)} | {f(r.cpu_seconds_per_image)} | {r.gradients_per_image:.1f} | "
+                       f"{r.forwards_per_image:.1f} | {r.success:.3f} | {f(r.median_distance)} | "
+                       f"{f(r.floor_seconds_per_image)} | {f(r.wall_over_floor, 3)} | {f(r.cpu_over_floor, 3)} |")
         out.append("")
     for name, why in table.skipped.items():
         out.append(f"- {name}: not run ({why})")
@@ -178,6 +195,7 @@ def document(table: SpeedTable) -> dict:
     return {"suite": "speed", "model": table.model, "n": table.n, "seed": table.seed, "repeats": table.repeats,
             "command": table.command, "teamattack": __version__, "torch": torch.__version__,
             "fwd_bwd_seconds_per_image": {str(k): v for k, v in table.fwd_bwd_seconds_per_image.items()},
+            "fwd_bwd_cpu_seconds_per_image": {str(k): v for k, v in table.fwd_bwd_cpu_seconds_per_image.items()},
             "skipped": table.skipped, "rows": [asdict(r) for r in table.rows]}
 
 
