@@ -155,9 +155,16 @@ class _Walks:
             a = self.a1 + (self.a0 - self.a1) * 0.5 * (1.0 + math.cos(math.pi * k / max(steps - 1, 1)))
             # the model's margin is aimed at -aim: overshoot x (dual norm of g) x (size of d)
             aim = ov * torch.linalg.vector_norm(e.g, ord=self.dual, dim=1) * self.size(d).clamp_min(1e-3)
-            d_b = d + model_projection(e, e.f + aim, lower - d, upper - d, self.norm)
-            ex = e.recentred(d)                                          # the same model, around x
-            d_x = model_projection(ex, ex.f + aim, lower, upper, self.norm)
+            if e.rank == 0:  # both first-order problems in one solve (rows are independent)
+                R = d.shape[0]
+                f_x = e.f - (e.g * d).sum(1)                             # the same model, around x
+                both = sp.min_norm_box(e.g.repeat(2, 1), torch.cat((e.f, f_x)) + aim.repeat(2),
+                                       torch.cat((lower - d, lower)), torch.cat((upper - d, upper)), self.norm)[0]
+                d_b, d_x = d + both[:R], both[R:]
+            else:
+                d_b = d + model_projection(e, e.f + aim, lower - d, upper - d, self.norm)
+                ex = e.recentred(d)                                      # the same model, around x
+                d_x = model_projection(ex, ex.f + aim, lower, upper, self.norm)
             new = (d_b + a * (d_x - d_b)).clamp(lower, upper)
             s_len = self.size(new - d)
             scale = torch.clamp(trust / s_len.clamp_min(1e-12), max=1.0)
