@@ -125,7 +125,7 @@ class _Walks:
         """`steps` steps of walks `rows` (alpha's cosine schedule over them), then the true
         network's verdict on where they stand; at most `self.chunk` rows at a time (walks are
         independent: the same result, cheaper per row on CPU, `chunk_rows`)."""
-        for part in rows.split(self.chunk):
+        for part in rows.tensor_split(-(-len(rows) // self.chunk)):   # equal parts of <= chunk rows
             self._advance(part, steps)
 
     def _advance(self, rows: torch.Tensor, steps: int) -> None:

@@ -35,6 +35,8 @@ WALK_STEPS, WALK_STARTS, WALK_SCREEN, ASCENT_STEPS, CE_STEPS = 30, 3, 8, 50, 0
 MOMENTUM = 0.75  # APGD's alpha
 RHO = 0.75       # APGD's fraction of improving steps below which the step size halves
 LOSSES = ("margin", "ce")
+CE_START = "x"
+CE_FIRST = False
 
 
 def _view(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -73,6 +75,15 @@ def _ce_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None)
     if target is None:
         return torch.nn.functional.cross_entropy(logits, y, reduction="none")
     return -torch.nn.functional.cross_entropy(logits, target, reduction="none")
+
+
+def _noise(x0: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """A fixed pseudo-random start offset of size eps (the same for every image: batch independent)."""
+    g = torch.Generator().manual_seed(0)
+    if norm == "linf":
+        return (eps * (2 * torch.rand(x0.shape, generator=g) - 1)).to(x0)
+    t = torch.randn(x0.shape, generator=g)
+    return (eps * t / t.norm()).to(x0)
 
 
 def _checkpoints(steps: int) -> list[int]:
@@ -196,15 +207,20 @@ def fixed_budget(
     found = torch.isfinite(dist)
     inside = found & (_size(pts - x, norm) <= eps)
     out = torch.where(_view(inside, x), pts, x)
+    from_walk = project(x, torch.where(_view(found, x), pts, x), eps, norm)
     rest = (~inside).nonzero().squeeze(1)
-    if rest.numel():
-        start = project(x[rest], torch.where(_view(found[rest], pts[rest]), pts[rest], x[rest]), eps, norm)
+    phases = [("margin", steps, "walk"), ("ce", ce_steps, CE_START)]
+    if CE_FIRST:
+        phases.reverse()
+    for loss, n, frm in phases:
+        if not rest.numel() or n <= 0:
+            continue
+        if frm == "random":
+            s0 = project(x[rest], x[rest] + _noise(x[0], eps, norm), eps, norm)
+        else:
+            s0 = {"walk": from_walk, "x": x, "best": out}[frm][rest]
         sub = None if target is None else target[rest]
-        pts, adv = ascent(model, x[rest], start, y[rest], sub, eps=eps, norm=norm, steps=steps)
-        out[rest] = pts
+        p, adv = ascent(model, x[rest], s0, y[rest], sub, eps=eps, norm=norm, steps=n, loss=loss)
+        out[rest] = p
         rest = rest[~adv]
-    if rest.numel() and ce_steps > 0:
-        sub = None if target is None else target[rest]
-        pts, adv = ascent(model, x[rest], x[rest], y[rest], sub, eps=eps, norm=norm, steps=ce_steps, loss="ce")
-        out[rest[adv]] = pts[adv]
     return out
