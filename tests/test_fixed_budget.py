@@ -64,7 +64,7 @@ def test_ascent_on_a_linear_model_breaks_exactly_the_images_within_reach(norm, e
     dual = w.norm() if norm == "l2" else w.abs().sum()
     reach = margin / dual <= eps
     clear = (margin / dual - eps).abs() > 0.02 * eps  # leave out the images at the edge
-    out, adv = ascent(CountingModel(model), x, x.clone(), y, None, eps=eps, norm=norm, steps=30)
+    out, adv, _ = ascent(CountingModel(model), x, x.clone(), y, None, eps=eps, norm=norm, steps=30)
     assert bool((adv[clear] == reach[clear]).all())
     with torch.no_grad():
         assert bool((model(out).argmax(1) != y)[adv].all())
@@ -123,24 +123,27 @@ def test_cross_entropy_phase_breaks_what_the_margin_ascent_cannot(norm, eps):
     x = torch.full((3, 1, 2, 2), 0.5, dtype=torch.float64)
     y = torch.zeros(3, dtype=torch.long)
     model = _FlatRunnerUp().eval()
+    counting = CountingModel(model)
+    only_margin = ascent(counting, x, x.clone(), y, None, eps=eps, norm=norm, steps=10)
+    assert not bool(only_margin.adversarial.any())                   # stuck
+    assert bool((model(only_margin.points).argmax(1) == 0).all())
+    assert counting.gradients == 3 * (1 + 10) and bool((only_margin.gradients == 11).all())
+    stalled = ascent(CountingModel(model), x, x.clone(), y, None, eps=eps, norm=norm, steps=10, stall=True)
+    assert bool((stalled.gradients == 1 + 3).all())                  # gave up at the first checkpoint (3)
     nothing = lambda xx, yy, tt: (xx.clone(), torch.full((len(xx),), float("nan"), dtype=xx.dtype))
     counting = CountingModel(model)
-    only_margin = fixed_budget(counting, x, y, None, norm=norm, eps=eps, walk=nothing, steps=10, ce_steps=0)
-    assert bool((model(only_margin).argmax(1) == 0).all())          # stuck
-    assert counting.gradients == 3 * (1 + 10)                        # 1 + steps per image, nobody left early
-    counting = CountingModel(model)
-    out = fixed_budget(counting, x, y, None, norm=norm, eps=eps, walk=nothing, steps=10, ce_steps=10)
+    out = fixed_budget(counting, x, y, None, norm=norm, eps=eps, walk=nothing, steps=10)
     assert bool((model(out).argmax(1) == 2).all())                   # broken, toward class 2
     assert bool((_size(out - x, norm) <= eps + 1e-9).all()) and float(out.min()) >= 0 and float(out.max()) <= 1
-    assert 3 * (1 + 10) < counting.gradients <= 3 * (1 + 10 + 1 + 10)  # the CE phase stops at success
+    assert counting.gradients <= 3 * (10 + 2)                        # the two ascents share 12 per image
 
 
 def test_default_split_stays_within_apgd_ce_100():
-    """Every image costs at most the walk's expansions + (1 + ascent steps) + (1 + CE steps) <= 100."""
+    """Every image costs at most the walk's expansions + the ascents' steps + 2 <= 100."""
     from teamattack.attacks import fixed_budget as fbm
     from teamattack.attacks.boundary_walk import walk_budget
 
-    per_image = walk_budget(fbm.WALK_STEPS, fbm.WALK_STARTS, fbm.WALK_SCREEN) + 1 + fbm.ASCENT_STEPS + 1 + fbm.CE_STEPS
+    per_image = walk_budget(fbm.WALK_STEPS, fbm.WALK_STARTS, fbm.WALK_SCREEN) + fbm.ASCENT_STEPS + 2
     assert per_image <= 100
 
 
@@ -151,7 +154,7 @@ def test_team_fixed_budget_gradients_per_image_as_claimed(digits, norm, eps):
     from teamattack.attacks.boundary_walk import walk_budget
 
     model, x, y = digits
-    bound = walk_budget(fbm.WALK_STEPS, fbm.WALK_STARTS, fbm.WALK_SCREEN) + 1 + fbm.ASCENT_STEPS + 1 + fbm.CE_STEPS
+    bound = walk_budget(fbm.WALK_STEPS, fbm.WALK_STARTS, fbm.WALK_SCREEN) + fbm.ASCENT_STEPS + 2
     attack = ta.TEAM(model, norm=norm, eps=eps, hessian="none")
     for i in range(4):
         res = attack(x[i:i + 1], y[i:i + 1])

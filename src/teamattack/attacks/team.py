@@ -357,7 +357,7 @@ class TEAM(Attack):
                                      starts=fb.WALK_STARTS, screen=fb.WALK_SCREEN, overshoot=c.overshoot)
 
             return fb.fixed_budget(model, x, y, target, norm=self.norm, eps=float(self.eps), walk=walk,
-                                   steps=fb.ASCENT_STEPS, ce_steps=fb.CE_STEPS)
+                                   steps=fb.ASCENT_STEPS)
         radius = torch.full((x.shape[0],), float(self.eps), device=x.device, dtype=x.dtype)
         return self._trust_region_run(model, expand_fn, x, Goal(y, target), radius)
 
