@@ -161,3 +161,14 @@ def test_team_fixed_budget_gradients_per_image_as_claimed(digits, norm, eps):
         assert res.counters.gradients <= bound
         dist = res.linf if norm == "linf" else res.l2
         assert float(dist[0]) <= eps + 1e-6
+
+
+def test_team_fixed_budget_batch_independent(digits):
+    """The CE phase runs one call per distinct remaining budget and starts from the same offset for
+    every image: an image's outcome does not depend on the batch it came in."""
+    model, x, y = digits
+    attack = ta.TEAM(model, norm="linf", eps=0.1, hessian="none")
+    whole = attack(x[:6], y[:6])
+    alone = torch.cat([attack(x[i:i + 1], y[i:i + 1]).success for i in range(6)])
+    assert whole.success.tolist() == alone.tolist()
+    assert 0 < int(whole.success.sum()) < 6  # a mix of broken and robust images
