@@ -64,7 +64,7 @@ def test_ascent_on_a_linear_model_breaks_exactly_the_images_within_reach(norm, e
     dual = w.norm() if norm == "l2" else w.abs().sum()
     reach = margin / dual <= eps
     clear = (margin / dual - eps).abs() > 0.02 * eps  # leave out the images at the edge
-    out, adv = ascent(CountingModel(model), x, x.clone(), y, None, eps=eps, norm=norm, steps=30)
+    out, adv, _ = ascent(CountingModel(model), x, x.clone(), y, None, eps=eps, norm=norm, steps=30)
     assert bool((adv[clear] == reach[clear]).all())
     with torch.no_grad():
         assert bool((model(out).argmax(1) != y)[adv].all())
@@ -98,3 +98,77 @@ def test_fixed_budget_ascent_takes_over_where_the_walk_fails(digits):
     assert bool((_size(out - x, "linf") <= 0.15 + 1e-6).all())
     with torch.no_grad():
         assert float((model(out).argmax(1) != y).float().mean()) > 0.5
+
+
+class _FlatRunnerUp(nn.Module):
+    """Three classes at x near 0.5: Z_0 = 1 and Z_1 = 0.5 constant, Z_2 = -1 + 10 w.(x - 0.5).
+
+    The margin's runner-up is class 1, whose margin Z_1 - Z_0 has zero gradient: an ascent of the
+    margin cannot move. The cross-entropy also sees class 2 (softmax weight > 0) and climbs toward
+    it; class 2 wins once w.(x - 0.5) > 0.2, inside Linf eps = 0.1 (||w||_1 = 4) and L2 eps = 0.25.
+    """
+
+    def __init__(self, n: int = 4):
+        super().__init__()
+        self.register_buffer("w", torch.ones(n, dtype=torch.float64))
+
+    def forward(self, x):
+        t = (x.flatten(1) - 0.5) @ self.w
+        one = torch.ones_like(t)
+        return torch.stack([one, 0.5 * one, -1 + 10 * t], 1)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.25)])
+def test_cross_entropy_phase_breaks_what_the_margin_ascent_cannot(norm, eps):
+    x = torch.full((3, 1, 2, 2), 0.5, dtype=torch.float64)
+    y = torch.zeros(3, dtype=torch.long)
+    model = _FlatRunnerUp().eval()
+    counting = CountingModel(model)
+    only_margin = ascent(counting, x, x.clone(), y, None, eps=eps, norm=norm, steps=10)
+    assert not bool(only_margin.adversarial.any())                   # stuck
+    assert bool((model(only_margin.points).argmax(1) == 0).all())
+    assert counting.gradients == 3 * (1 + 10) and bool((only_margin.gradients == 11).all())
+    stalled = ascent(CountingModel(model), x, x.clone(), y, None, eps=eps, norm=norm, steps=10, stall=True)
+    assert bool((stalled.gradients == 1 + 3).all())                  # gave up at the first checkpoint (3)
+    nothing = lambda xx, yy, tt: (xx.clone(), torch.full((len(xx),), float("nan"), dtype=xx.dtype))
+    counting = CountingModel(model)
+    out = fixed_budget(counting, x, y, None, norm=norm, eps=eps, walk=nothing, steps=10)
+    assert bool((model(out).argmax(1) == 2).all())                   # broken, toward class 2
+    assert bool((_size(out - x, norm) <= eps + 1e-9).all()) and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert counting.gradients <= 3 * (10 + 2)                        # the two ascents share 12 per image
+
+
+def test_default_split_stays_within_apgd_ce_100():
+    """Every image costs at most the walk's expansions + the ascents' steps + 2 <= 100."""
+    from teamattack.attacks import fixed_budget as fbm
+    from teamattack.attacks.boundary_walk import walk_budget
+
+    per_image = walk_budget(fbm.WALK_STEPS, fbm.WALK_STARTS, fbm.WALK_SCREEN) + fbm.ASCENT_STEPS + 2
+    assert per_image <= 100
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.5)])
+def test_team_fixed_budget_gradients_per_image_as_claimed(digits, norm, eps):
+    """The counted gradients never exceed the per-image bound on any image (one image at a time)."""
+    from teamattack.attacks import fixed_budget as fbm
+    from teamattack.attacks.boundary_walk import walk_budget
+
+    model, x, y = digits
+    bound = walk_budget(fbm.WALK_STEPS, fbm.WALK_STARTS, fbm.WALK_SCREEN) + fbm.ASCENT_STEPS + 2
+    attack = ta.TEAM(model, norm=norm, eps=eps, hessian="none")
+    for i in range(4):
+        res = attack(x[i:i + 1], y[i:i + 1])
+        assert res.counters.gradients <= bound
+        dist = res.linf if norm == "linf" else res.l2
+        assert float(dist[0]) <= eps + 1e-6
+
+
+def test_team_fixed_budget_batch_independent(digits):
+    """The CE phase runs one call per distinct remaining budget and starts from the same offset for
+    every image: an image's outcome does not depend on the batch it came in."""
+    model, x, y = digits
+    attack = ta.TEAM(model, norm="linf", eps=0.1, hessian="none")
+    whole = attack(x[:6], y[:6])
+    alone = torch.cat([attack(x[i:i + 1], y[i:i + 1]).success for i in range(6)])
+    assert whole.success.tolist() == alone.tolist()
+    assert 0 < int(whole.success.sum()) < 6  # a mix of broken and robust images

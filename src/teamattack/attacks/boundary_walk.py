@@ -41,11 +41,13 @@ import math
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from .. import subproblems as sp
 from ..counting import CountingModel
 from ..goal import Goal
 from ..curvature import Expansion
+from ..curvature.sources import _activation_numel
 from ..objectives import get_objective
 
 ExpandFn = Callable[..., Expansion]
@@ -99,6 +101,7 @@ class _Walks:
         self.trust = torch.full((R,), float("inf"), device=dev, dtype=dt)
         self.f_prev = torch.full((R,), float("inf"), device=dev, dtype=dt)
         self.step_len = torch.zeros((R,), device=dev, dtype=dt)
+        self.chunk = chunk_rows(model, xr[:1])
 
     def size(self, v: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vector_norm(v, ord=self.p_norm, dim=1)
@@ -120,7 +123,12 @@ class _Walks:
 
     def advance(self, rows: torch.Tensor, steps: int) -> None:
         """`steps` steps of walks `rows` (alpha's cosine schedule over them), then the true
-        network's verdict on where they stand."""
+        network's verdict on where they stand; at most `self.chunk` rows at a time (walks are
+        independent: the same result, cheaper per row on CPU, `chunk_rows`)."""
+        for part in rows.tensor_split(-(-len(rows) // self.chunk)):   # equal parts of <= chunk rows
+            self._advance(part, steps)
+
+    def _advance(self, rows: torch.Tensor, steps: int) -> None:
         xf, lower = self.xf[rows], -self.xf[rows]
         upper = 1.0 + lower
         d, ov, trust = self.d[rows], self.ov[rows], self.trust[rows]
@@ -147,9 +155,16 @@ class _Walks:
             a = self.a1 + (self.a0 - self.a1) * 0.5 * (1.0 + math.cos(math.pi * k / max(steps - 1, 1)))
             # the model's margin is aimed at -aim: overshoot x (dual norm of g) x (size of d)
             aim = ov * torch.linalg.vector_norm(e.g, ord=self.dual, dim=1) * self.size(d).clamp_min(1e-3)
-            d_b = d + model_projection(e, e.f + aim, lower - d, upper - d, self.norm)
-            ex = e.recentred(d)                                          # the same model, around x
-            d_x = model_projection(ex, ex.f + aim, lower, upper, self.norm)
+            if e.rank == 0:  # both first-order problems in one solve (rows are independent)
+                R = d.shape[0]
+                f_x = e.f - (e.g * d).sum(1)                             # the same model, around x
+                both = sp.min_norm_box(e.g.repeat(2, 1), torch.cat((e.f, f_x)) + aim.repeat(2),
+                                       torch.cat((lower - d, lower)), torch.cat((upper - d, upper)), self.norm)[0]
+                d_b, d_x = d + both[:R], both[R:]
+            else:
+                d_b = d + model_projection(e, e.f + aim, lower - d, upper - d, self.norm)
+                ex = e.recentred(d)                                      # the same model, around x
+                d_x = model_projection(ex, ex.f + aim, lower, upper, self.norm)
             new = (d_b + a * (d_x - d_b)).clamp(lower, upper)
             s_len = self.size(new - d)
             scale = torch.clamp(trust / s_len.clamp_min(1e-12), max=1.0)
@@ -160,6 +175,21 @@ class _Walks:
         self._keep(rows, xf, xf + d, ok)
         self.d[rows], self.ov[rows], self.trust[rows] = d, ov, trust
         self.f_prev[rows], self.step_len[rows] = f_prev, step_len
+
+
+# CPU: rows per forward + backward pass of the walk, as activation bytes. Past a few tens of MB of
+# activations a batched pass costs more per row (docs/engine.md, "Speed"); the GPU takes any batch.
+CHUNK_BYTES = 16e6
+
+
+def chunk_rows(model: nn.Module, x1: torch.Tensor) -> int:
+    """Rows of the walk processed together: all on GPU; on CPU as many as keep one pass's
+    activations (measured on the example x1, uncounted) under CHUNK_BYTES, at least 8."""
+    if x1.device.type != "cpu" or CHUNK_BYTES == float("inf"):
+        return 1 << 30
+    raw = model.model if isinstance(model, CountingModel) else model
+    numel = _activation_numel(raw, x1)
+    return max(8, int(CHUNK_BYTES // (numel * x1.element_size())))
 
 
 def walk_budget(steps: int, starts: int, screen: int = 0, keep: int = 1) -> int:

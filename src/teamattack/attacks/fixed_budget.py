@@ -1,7 +1,7 @@
-"""TEAM with a fixed budget eps (L2 or Linf): the boundary walk, then an ascent inside the ball.
+"""TEAM with a fixed budget eps (L2 or Linf): the boundary walk, then two ascents inside the ball.
 
 A fixed-budget attack answers "is there an adversarial example within eps?". TEAM answers it in
-two phases that share one gradient budget:
+three phases that share one gradient budget per image (walk + `steps` + 2 <= 100, APGD-CE-100's):
 
 1. The minimum-norm boundary walk (TEAM's default mode) finds, per image, a verified adversarial
    point at distance r. Where r <= eps the image is broken and its point is returned as it is.
@@ -10,16 +10,23 @@ two phases that share one gradient budget:
    boundary the walk found, and climb the margin loss (the largest other logit minus the true
    one; targeted: the target's logit minus the largest other) inside the ball and the [0, 1] box
    with APGD's step rule (Croce & Hein 2020: momentum 0.75, step size halved at checkpoints where
-   too few steps improved, a restart from the best point). An image leaves the ascent as soon as
-   the network calls it adversarial, so the average cost per image is below the budget.
+   too few steps improved, a restart from the best point), for up to `steps` steps. An image
+   leaves as soon as the network calls it adversarial, or at a checkpoint where its best margin has
+   not improved since the previous one (stuck in a local maximum of the margin).
+3. Images that gave up climb APGD-CE's loss (the cross-entropy of y; targeted: minus that of the
+   target) from a fixed pseudo-random point of the ball, with the steps they have left: the
+   cross-entropy sees every class through the softmax where the margin follows only the runner-up
+   (tests/test_fixed_budget.py has a model on which the margin cannot move and the CE breaks it).
 
 Every point returned as adversarial was verified by a forward pass of the network; points that
-are not adversarial are the ascent's best (highest margin) point, inside the ball and the box.
+are not adversarial are the margin ascent's best point, inside the ball and the box. Images that
+break early leave, so the average cost per image is below the budget.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -28,12 +35,13 @@ from ..counting import CountingModel
 WalkFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
 
 # The default split of the budget (docs/results/fixed-budget-*.md): a short screened walk
-# (3 starts x 8 steps, the best walking 22 more: 46 gradients) and 50 ascent steps; images that
-# break early leave, so the average stays below APGD-100's 100 gradients per image.
+# (3 starts x 8 steps, the best walking 22 more: 46 gradients) and 50 ascent steps shared by the
+# two ascents (52 gradients): at most 98 per image, APGD-CE-100 takes 101.
 WALK_STEPS, WALK_STARTS, WALK_SCREEN, ASCENT_STEPS = 30, 3, 8, 50
 
 MOMENTUM = 0.75  # APGD's alpha
 RHO = 0.75       # APGD's fraction of improving steps below which the step size halves
+LOSSES = ("margin", "ce")
 
 
 def _view(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -67,6 +75,22 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | No
     return zo - za if target is None else za - zo
 
 
+def _ce_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """Per example: the cross-entropy of y (untargeted) or minus that of the target (targeted)."""
+    if target is None:
+        return torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    return -torch.nn.functional.cross_entropy(logits, target, reduction="none")
+
+
+def _noise(x0: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """A fixed pseudo-random start offset of size eps (the same for every image: batch independent)."""
+    g = torch.Generator().manual_seed(0)
+    if norm == "linf":
+        return (eps * (2 * torch.rand(x0.shape, generator=g) - 1)).to(x0)
+    t = torch.randn(x0.shape, generator=g)
+    return (eps * t / t.norm()).to(x0)
+
+
 def _checkpoints(steps: int) -> list[int]:
     """APGD's checkpoints w_j = ceil(p_j * steps): p = 0, 0.22, then gaps shrinking by 0.03 to 0.06."""
     p = [0.0, 0.22]
@@ -74,6 +98,14 @@ def _checkpoints(steps: int) -> list[int]:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
     w = (math.ceil(q * steps - 1e-9) for q in p[1:])
     return sorted({v for v in w if v < steps})
+
+
+class Ascent(NamedTuple):
+    """`ascent`'s result per example: the point, whether it is adversarial, the gradients taken."""
+
+    points: torch.Tensor
+    adversarial: torch.Tensor
+    gradients: torch.Tensor
 
 
 def ascent(
@@ -86,27 +118,38 @@ def ascent(
     eps: float,
     norm: str,
     steps: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """APGD-style ascent of the margin loss inside the eps-ball and the box, from `start`.
+    loss: str = "margin",
+    stall: bool = False,
+) -> Ascent:
+    """APGD-style ascent of `loss` inside the eps-ball and the box, from `start`.
 
-    Returns (points, adversarial): for each example its first verified adversarial point, or
-    the highest-margin point seen. One gradient per active example and step; an example stops
-    once adversarial.
+    loss: "margin" (`margin_loss`) or "ce" (the cross-entropy of y, untargeted; minus that of the
+    target, targeted: APGD-CE's loss). For each example: its first verified adversarial point
+    (judged by the margin of the same logits), or the highest-loss point seen; and the gradients it
+    took, 1 + `steps` at most: an example stops once adversarial and, with `stall`, at a checkpoint
+    where its best loss has not improved since the previous one (stuck: its budget is better spent
+    elsewhere, `fixed_budget`).
     """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    use_ce = loss == "ce"
     B = x.shape[0]
     dev = x.device
     out = start.clone()
     adv = torch.zeros(B, dtype=torch.bool, device=dev)
+    used = torch.full((B,), 1 + max(steps, 0), dtype=torch.long, device=dev)
     if steps <= 0 or B == 0:
-        return out, adv
+        used.fill_(0)
+        return Ascent(out, adv, used)
     sub = lambda t, i: None if t is None else t[i]
 
-    def loss_grad(p: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_grad(p: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         p = p.detach().requires_grad_(True)
         logits = model(p)
-        loss = margin_loss(logits, y[idx], sub(target, idx))
-        (g,) = torch.autograd.grad(loss.sum(), p)
-        return loss.detach(), g
+        m = margin_loss(logits, y[idx], sub(target, idx))
+        value = _ce_loss(logits, y[idx], sub(target, idx)) if use_ce else m
+        (g,) = torch.autograd.grad(value.sum(), p)
+        return value.detach(), m.detach() > 0, g
 
     def direction(g: torch.Tensor) -> torch.Tensor:
         if norm == "linf":
@@ -115,49 +158,55 @@ def ascent(
 
     idx = torch.arange(B, device=dev)
     cur = start.clone()
-    loss, g = loss_grad(cur, idx)
-    best, best_loss, best_g = cur.clone(), loss.clone(), g.clone()
+    val, hit, g = loss_grad(cur, idx)
+    best, best_loss, best_g = cur.clone(), val.clone(), g.clone()
     prev = cur.clone()
     eta = torch.full((B,), 2.0 * eps, device=dev, dtype=x.dtype)
     improved = torch.zeros(B, device=dev)
     best_at_ckpt, eta_at_ckpt = best_loss.clone(), eta.clone()
     ckpts, last = _checkpoints(steps), 0
+    stuck = torch.zeros(B, dtype=torch.bool, device=dev)
     for k in range(steps + 1):
-        hit = loss > 0
         if hit.any():  # verified adversarial (the loss came from the network's own logits)
             out[idx[hit]] = cur[hit].detach()
             adv[idx[hit]] = True
-        keep = ~hit
+        if stuck.any():
+            out[idx[stuck]] = best[stuck]
+        keep = ~hit & ~stuck
+        used[idx[~keep]] = 1 + k
         if k == steps or not keep.any():
             break
         if not keep.all():
-            idx, cur, prev, g, loss = idx[keep], cur[keep], prev[keep], g[keep], loss[keep]
+            idx, cur, prev, g, val = idx[keep], cur[keep], prev[keep], g[keep], val[keep]
             best, best_loss, best_g = best[keep], best_loss[keep], best_g[keep]
             eta, improved = eta[keep], improved[keep]
             best_at_ckpt, eta_at_ckpt = best_at_ckpt[keep], eta_at_ckpt[keep]
+            stuck = stuck[keep]
         xs = x[idx]
         z = project(xs, cur + _view(eta, cur) * direction(g), eps, norm)
         if k > 0:
             z = project(xs, cur + MOMENTUM * (z - cur) + (1 - MOMENTUM) * (cur - prev), eps, norm)
-        new_loss, new_g = loss_grad(z, idx)
-        improved += (new_loss > loss).float()
+        new_loss, hit, new_g = loss_grad(z, idx)
+        improved += (new_loss > val).float()
         better = new_loss > best_loss
-        prev, cur, loss, g = cur, z.detach(), new_loss, new_g
-        best[better], best_loss[better], best_g[better] = cur[better], loss[better], g[better]
+        prev, cur, val, g = cur, z.detach(), new_loss, new_g
+        best[better], best_loss[better], best_g[better] = cur[better], val[better], g[better]
         if ckpts and k + 1 == ckpts[0]:
             span = ckpts[0] - last
-            halve = (improved < RHO * span) | ((eta == eta_at_ckpt) & (best_loss <= best_at_ckpt))
+            if stall:
+                stuck = (best_loss <= best_at_ckpt) & ~hit
+            halve = ((improved < RHO * span) | ((eta == eta_at_ckpt) & (best_loss <= best_at_ckpt))) & ~hit
             if halve.any():  # smaller steps, restarted from the best point
                 eta = torch.where(halve, eta / 2, eta)
                 h = _view(halve, cur)
                 cur, prev = torch.where(h, best, cur), torch.where(h, best, prev)
-                g, loss = torch.where(h, best_g, g), torch.where(halve, best_loss, loss)
+                g, val = torch.where(h, best_g, g), torch.where(halve, best_loss, val)
             improved.zero_()
             best_at_ckpt, eta_at_ckpt = best_loss.clone(), eta.clone()
             last = ckpts.pop(0)
-    rest = ~adv[idx]
+    rest = ~adv[idx] & ~stuck
     out[idx[rest]] = best[rest]
-    return out, adv
+    return Ascent(out, adv, used)
 
 
 def fixed_budget(
@@ -171,19 +220,33 @@ def fixed_budget(
     walk: WalkFn,
     steps: int,
 ) -> torch.Tensor:
-    """Adversarial examples within eps (L2 or Linf) and the box: the walk, then `steps` of ascent.
+    """Adversarial examples within eps (L2 or Linf) and the box: the walk, then two ascents sharing
+    `steps` + 2 gradients per image (see the module docstring).
 
     walk(x, y, target) -> (points, distances): TEAM's minimum-norm walk (NaN distance: none found).
     """
     if norm not in ("l2", "linf"):
         raise ValueError(f"fixed_budget works in L2 or Linf, got {norm!r}")
+    goal_t = (lambda i: None) if target is None else (lambda i: target[i])
     pts, dist = walk(x, y, target)
     found = torch.isfinite(dist)
     inside = found & (_size(pts - x, norm) <= eps)
     out = torch.where(_view(inside, x), pts, x)
     rest = (~inside).nonzero().squeeze(1)
-    if rest.numel():
-        start = project(x[rest], torch.where(_view(found[rest], pts[rest]), pts[rest], x[rest]), eps, norm)
-        sub = None if target is None else target[rest]
-        out[rest] = ascent(model, x[rest], start, y[rest], sub, eps=eps, norm=norm, steps=steps)[0]
+    if not rest.numel():
+        return out
+    # the margin ascent from the walk's point pulled into the ball; a stuck image gives up early
+    start = project(x[rest], torch.where(_view(found[rest], x[rest]), pts[rest], x[rest]), eps, norm)
+    res = ascent(model, x[rest], start, y[rest], goal_t(rest), eps=eps, norm=norm, steps=steps, stall=True)
+    out[rest] = res.points
+    left = (1 + steps) - res.gradients            # cross-entropy steps left (its first gradient aside)
+    keep = ~res.adversarial & (left > 0)
+    rest, left = rest[keep], left[keep]
+    # the cross-entropy ascent (APGD-CE's loss) from a fixed pseudo-random point of the ball, with
+    # each image's remaining budget (one call per distinct budget: images stay independent)
+    for n in left.unique().tolist():
+        r = rest[left == n]
+        start = project(x[r], x[r] + _noise(x[0], eps, norm), eps, norm)
+        res = ascent(model, x[r], start, y[r], goal_t(r), eps=eps, norm=norm, steps=int(n), loss="ce")
+        out[r[res.adversarial]] = res.points[res.adversarial]
     return out

@@ -59,6 +59,19 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1)
 
 
+# TEAM's L0 subproblem with l0_search's best-single-coordinate safeguard (docs/engine.md, "L0")
+L0_SAFEGUARD = True
+
+
+def _hessian_diagonal(e: Expansion) -> torch.Tensor:
+    """diag(H) (B, n) of an expansion: dense, factored Q Hs Q^T, or zero (first order)."""
+    if e.H is not None:
+        return torch.diagonal(e.H, dim1=1, dim2=2)
+    if e.Q is None or e.Q.shape[2] == 0:
+        return torch.zeros_like(e.g)
+    return (torch.bmm(e.Q, e.Hs) * e.Q).sum(2)
+
+
 def _pixel_groups(x: torch.Tensor) -> torch.Tensor | None:
     """Coordinate -> pixel position for colour images (L0 counts positions), None otherwise."""
     if x.dim() == 4 and x.shape[1] > 1:
@@ -285,7 +298,9 @@ class TEAM(Attack):
             d = sp.box_qp(g, mv, torch.maximum(lower, -r[:, None]), torch.minimum(upper, r[:, None]),
                           iters=self._box_iters)
         else:
-            d = sp.l0_search(g, mv, r.round().long(), lower, upper, groups=_pixel_groups(x), iters=self._box_iters)
+            # diag: l0_search's safeguard, never worse on the model than the best single-coordinate move
+            d = sp.l0_search(g, mv, r.round().long(), lower, upper, groups=_pixel_groups(x), iters=self._box_iters,
+                             diag=_hessian_diagonal(e).repeat_interleave(K, dim=0) if L0_SAFEGUARD else None)
         return d.reshape(B, K, n)
 
     def _limits(self, x: torch.Tensor) -> tuple[float, float]:

@@ -18,6 +18,8 @@ Suites (SPEC 8, 10):
   paper-table4   targeted TEAM L0 / L2 / Linf (paper mode) vs JSMA / C&W / FGSM with seed 001's settings
   paper-table5   untargeted TEAM T1 / T4 (paper mode, L2) vs DeepFool / M-DI2-FGSM / PGD (paper settings)
   engine         the TEAM engine: each curvature source x mode (paper / iterated / min-norm), L2
+  speed          TEAM min-norm L2 / Linf vs DDN-100 (foolbox, adv_lib), FMN-100: wall time against
+                 TEAM's gradient floor at 1 and 2 threads (teamattack.bench.speed)
 """
 from __future__ import annotations
 
@@ -210,6 +212,28 @@ def engine_suite() -> list[AttackSpec]:
     return specs
 
 
+def speed_suite() -> list[AttackSpec]:
+    """The speed suite (`teamattack.bench.speed`): TEAM min-norm L2 / Linf vs DDN-100 (foolbox and
+    adv_lib) and FMN-100 (L2 and Linf), timed against TEAM's gradient floor."""
+    from types import MappingProxyType
+
+    from ..baselines.presets import MIN_NORM as PRESET_MIN_NORM, Preset
+
+    ddn_fb = Preset("ddn-100-foolbox", "foolbox", "foolbox.attacks.DDNAttack", "fb:DDNAttack", "l2", True, True,
+                    PRESET_MIN_NORM, MappingProxyType({"steps": 100, "init_epsilon": 1.0, "gamma": 0.05}),
+                    "Rony et al. 2019, foolbox's DDNAttack, 100 steps (no preset of its own)")
+
+    def foolbox_ddn(model, targeted, eps, seed):
+        from ..baselines.adapter import PeerAttack
+
+        return PeerAttack(model, ddn_fb, targeted=targeted, seed=seed)
+
+    return [team_spec("team-l2", "l2", mode="min-norm"), team_spec("team-linf", "linf", mode="min-norm"),
+            AttackSpec("ddn-100-foolbox", foolbox_ddn, "l2", library="foolbox", note=ddn_fb.source)] + [
+        peer_spec(n) for n in ("ddn-100", "fmn-l2-100", "fmn-linf-100")
+    ]
+
+
 @dataclass(frozen=True)
 class Suite:
     """A named list of attacks run side by side; `targeted` is the suite's mode."""
@@ -239,6 +263,7 @@ for _suite in (
     Suite("paper-table4", paper_table4, True, "seed 001 Table IV: targeted TEAM L0 / L2 / Linf (paper mode) vs JSMA / C&W / FGSM"),
     Suite("paper-table5", paper_table5, False, "seed 001 Table V: TEAM T1 / T4 (paper mode) vs DeepFool / M-DI2-FGSM / PGD"),
     Suite("engine", engine_suite, False, "the TEAM engine: each curvature source x mode, L2"),
+    Suite("speed", speed_suite, False, "wall time vs TEAM's gradient floor: TEAM min-norm vs DDN-100, FMN-100"),
 ):
     register(_suite)
 

@@ -23,6 +23,7 @@ from .common import (
     load_model,
     positive_float,
     positive_int,
+    positive_int_list,
     progress,
     write_json,
 )
@@ -55,6 +56,9 @@ def register(sub) -> None:
     p.add_argument("--exact-time-limit", type=positive_float, default=60.0, help="MILP time limit per image, seconds")
     p.add_argument("--sidecar", default=None, help="resume file (default: JSON path + .partial.jsonl)")
     p.add_argument("--fresh", action="store_true", help="discard saved partial results and start again")
+    p.add_argument("--thread-counts", type=positive_int_list, default=[1, 2],
+                   help="--suite speed: comma-separated torch thread counts to time")
+    p.add_argument("--repeats", type=positive_int, default=2, help="--suite speed: alternating runs per attack")
     p.set_defaults(func=run)
 
 
@@ -67,6 +71,10 @@ def run(args) -> int:
         specs, targeted = get_suite(args.suite, attacks)
     except SuiteError as e:
         raise UsageError(str(e)) from None
+    if args.suite == "speed":  # wall time against the gradient floor (teamattack.bench.speed)
+        from ..bench.speed import run_cli
+
+        return run_cli(args, specs)
     eps_values = args.eps
     # under torchrun: this process's rank (gloo on CPU, nccl on CUDA, cuda:LOCAL_RANK)
     shard, dev = distributed.init_from_env(device(args.device))

@@ -98,6 +98,14 @@ def eps_list(text: str) -> list[float]:
     return [positive_float(p) for p in parts]
 
 
+def positive_int_list(text: str) -> list[int]:
+    """Comma-separated integers >= 1 (bench --suite speed --thread-counts 1,2)."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("give one or more comma-separated integers >= 1")
+    return [positive_int(p) for p in parts]
+
+
 def dataset_name(text: str) -> str:
     """A dataset name (digits, mnist, cifar10; case and '-' / '_' ignored), in its canonical spelling."""
     from .. import data
