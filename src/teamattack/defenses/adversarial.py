@@ -21,8 +21,9 @@ per epoch, resumable after ``kill -9`` to the same weights):
 
 ``attack`` is an :class:`AttackSpec` (a library attack by name, rebuilt at any eps: needed for
 the eps ramp), an :class:`~teamattack.attacks.base.Attack` (its ``model`` is pointed at the model
-it attacks), or a factory ``model -> Attack``. A ramp with an attack that cannot be rebuilt at a smaller eps
-projects its examples onto the ramped ball instead.
+it attacks), or a factory ``model -> Attack``. Examples of an attack not built at the budget (a
+minimum-norm attack, or a ramp with an attack that cannot be rebuilt at a smaller eps) are
+brought into it (:func:`within`: projected onto the ball; L0: the clean image beyond it).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from .. import data
 from ..attacks.base import Attack
 from ..attacks.fixed_budget import project
 from ..checks import SaturationWarning
+from ..metrics import l0
 from ..zoo import registry
 from ..zoo.architectures import ARCHITECTURES, dataset_of
 from ..zoo.train import DEFAULTS, TrainBatch, _batch_to_float, train
@@ -146,8 +148,8 @@ def craft(attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int,
     """(x_adv, success) of ``attack`` against ``model`` (put in eval mode, restored), seeded per batch.
 
     Each batch b runs under ``torch.manual_seed(_derived_seed(seed, -1, b))`` (peers: their ``seed``).
-    ``eps`` with an attack that was not built at it: the examples are projected onto the eps-ball
-    of ``norm``. Targeted-only attacks aim at a random other class.
+    ``eps`` with an attack that was not built at it: the examples are brought into the budget of
+    ``norm`` (:func:`within`). Targeted-only attacks aim at a random other class.
     """
     was_training = model.training
     model.eval()
@@ -179,12 +181,21 @@ def _attack_batch(attack, model, xb, yb, s: int, eps, norm) -> tuple[torch.Tenso
         r = atk(xb, yb, target)
     x_adv = r.x_adv.detach()
     if eps is not None and not at_eps:
-        x_adv = project(xb, x_adv, float(eps), norm or atk.norm)
+        x_adv = within(xb, x_adv, float(eps), norm or atk.norm)
         with torch.no_grad():
             pred = model(x_adv).argmax(1)
         ok = pred == target if target is not None else pred != yb
         return x_adv, ok
     return x_adv, r.success.detach()
+
+
+def within(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """x_adv brought into the budget: L2 / Linf projected onto the eps-ball; L0: x where it changes more
+    than eps pixel positions."""
+    if norm == "l0":
+        far = l0(x, x_adv) > eps
+        return torch.where(far.view(-1, *[1] * (x.dim() - 1)), x, x_adv)
+    return project(x, x_adv, eps, norm)
 
 
 class OnlinePerturb:
@@ -375,5 +386,33 @@ def robust_accuracy(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, 
     return float((clean_ok & adv_ok).float().mean())
 
 
+def record_robustness(weights: str | Path, eps: list[float], steps: int = 40, n: int | None = None, seed: int = 0,
+                      root: str | Path | None = None, command: str | None = None) -> list[dict]:
+    """Measure clean and PGD-``steps`` (Linf, step 2.5 eps / steps, random start) accuracy of a weights
+    file on its dataset's test split (``n`` seeded images, default all) and write them into its card
+    under ``robust_accuracy``; returns those entries."""
+    import time
+
+    model = registry.load(weights)
+    card = registry.read_card(weights)
+    x, y = data.load(card["dataset"], "test", n=n, seed=seed, root=root)
+    clean = _accuracy(model, x, y)
+    rows = []
+    for e in eps:
+        t0 = time.perf_counter()
+        acc = robust_accuracy(model, AttackSpec("pgd", eps=e, steps=steps), x, y, seed=seed)
+        rows.append({"attack": f"pgd-{steps} linf (step 2.5 eps / {steps}, random start)", "eps": e,
+                     "clean_accuracy": clean, "robust_accuracy": acc, "n": len(y),
+                     "seconds": round(time.perf_counter() - t0, 1), "command": command})
+    card["robust_accuracy"] = rows
+    registry.write_card(registry.card_path(registry.resolve(weights)), card)
+    return rows
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((data.predict(model.eval(), x) == y).float().mean())
+
+
 __all__ = ["AttackSpec", "OfflinePerturb", "OnlinePerturb", "adversarial_train", "craft", "offline_examples",
-           "robust_accuracy"]
+           "record_robustness", "robust_accuracy", "within"]
