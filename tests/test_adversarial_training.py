@@ -74,6 +74,21 @@ def test_within_budget():
     assert torch.linalg.vector_norm(within(x, xa, 0.5, "l2")[1]) == pytest.approx(0.5, rel=1e-5)
 
 
+def test_minimum_norm_examples_are_brought_into_the_budget():
+    from teamattack.defenses.adversarial import craft
+    from teamattack.metrics import l2
+
+    model = zoo.load("digits-cnn")
+    x, y = data.load("digits", "test", n=20, seed=2)
+    spec = AttackSpec("deepfool")
+    assert not spec.bounded() and AttackSpec("pgd", eps=0.1).bounded() and AttackSpec("team-l2", eps=1.0).bounded()
+    x_adv, ok = craft(spec, model, x, y, seed=0, eps=0.3, norm="l2")
+    assert (l2(x, x_adv) <= 0.3 + 1e-5).all()
+    assert torch.equal(ok, data.predict(model, x_adv) != y)
+    free, _ = craft(spec, model, x, y, seed=0)
+    assert (l2(x, free) > 0.3 + 1e-5).any()  # without the budget DeepFool goes further
+
+
 def test_offline_augmentation_runs(tmp_path):
     card = adversarial_train("digits-cnn", AttackSpec("fgsm", eps=0.1), "digits", epochs=2,
                              out=tmp_path / "off.safetensors", offline=True, offline_n=64, natural="digits-cnn",

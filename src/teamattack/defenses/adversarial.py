@@ -63,8 +63,8 @@ class AttackSpec:
         "deepfool", "jsma", ...) or "team-linf" / "team-l2" (TEAM, fixed budget with eps, else
         its minimum-norm walk).
     eps: the budget (None: the preset's own, or none for minimum-norm attacks).
-    steps: iterations (None: the attack's default). PGD-type presets ("pgd", "pgd-l2", "bim")
-        then step 2.5 eps / steps (Madry et al.) with a random start.
+    steps: iterations (None: the attack's default). The PGD presets ("pgd", "pgd-l2") step
+        2.5 eps / steps (Madry et al.) with a random start.
     Targeted-only presets (JSMA) aim at a random other class, drawn under the caller's seed.
     """
 
@@ -113,6 +113,15 @@ class AttackSpec:
             kw["alpha"] = 2.5 * e / k
         return make(self.name, model, targeted=self.targeted, **kw)
 
+    def bounded(self, eps: float | None = None) -> bool:
+        """Whether the attack built at ``eps`` (default ``self.eps``) stays within it (fixed budget)."""
+        from ..baselines import FIXED_EPS, PRESETS
+
+        eps = self.eps if eps is None else eps
+        if self.name in TEAM_NAMES:
+            return eps is not None
+        return PRESETS[self.name].budget == FIXED_EPS
+
     def describe(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
@@ -130,7 +139,7 @@ def _describe(attack) -> dict:
 def _bind(attack, model: nn.Module, eps: float | None) -> tuple[Attack, bool]:
     """(the attack against ``model``, whether it was built at ``eps``)."""
     if isinstance(attack, AttackSpec):
-        return attack(model, eps), True
+        return attack(model, eps), attack.bounded(eps)
     if isinstance(attack, Attack):  # pointed at the model attacked (train() trains its own copy)
         attack.model = model
         return attack, False
