@@ -596,3 +596,23 @@ def test_warnings_are_model_warnings():
     for w in (checks.ProbabilityOutputWarning, checks.RandomisedModelWarning, checks.ZeroGradientWarning,
               checks.SaturationWarning):
         assert issubclass(w, checks.ModelWarning) and issubclass(w, UserWarning)
+
+
+# ------------------------------------------------------------------------------------------
+# training arguments: refused before any data is read or any file is written
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kw, msg", [
+    ({"epochs": -3}, "epochs"), ({"epochs": 0}, "epochs"), ({"epochs": 1.5}, "epochs"),
+    ({"lr": -1.0}, "lr"), ({"lr": float("nan")}, "lr"), ({"batch_size": 0}, "batch_size"),
+    ({"seed": -1}, "seed"), ({"weight_decay": -0.1}, "weight_decay"), ({"threads": 0}, "threads"),
+    ({"temperature": 0.0}, "temperature"), ({"optimizer": "rmsprop"}, "optimizer"),
+    ({"schedule": "step"}, "schedule"), ({"arch": "no-such-arch"}, "architecture"),
+])
+def test_train_refuses_bad_arguments_and_writes_nothing(tmp_path, kw, msg):
+    from teamattack.zoo.train import train
+
+    kw = {"arch": "digits-linear", **kw}
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(ValueError, match=msg):
+        train(out=out, root=tmp_path / "no-data", progress=False, log=lambda s: None, **kw)
+    assert not any(tmp_path.iterdir())

@@ -41,11 +41,13 @@ def register(sub) -> None:
     p.add_argument("--data-root", default=None, help="folder with the datasets (default: $TEAMATTACK_DATA)")
     p.add_argument("--skip", default="", help="comma-separated attacks to leave out (e1, e2: e.g. cw-9x1000)")
     p.add_argument("--fresh", action="store_true", help="discard saved partial results and start again")
-    # e6-distillation's options
-    e6 = p.add_argument_group("e6-distillation")
+    # e6-distillation's options (--cache and --epochs also e7's)
+    e6 = p.add_argument_group("e6-distillation / e7-adversarial-training")
     e6.add_argument("--temperatures", default=None, help="comma-separated G values (default 1,2,4,6,8,10,20,40,60,80,100)")
-    e6.add_argument("--cache", default=None, help="folder of distilled models to reuse (default OUT/e6-cache)")
+    e6.add_argument("--cache", default=None, help="folder of trained models to reuse (default OUT/e6-cache, OUT/e7-cache)")
     e6.add_argument("--epochs", type=positive_int, default=None, help="epochs of each training (default per dataset)")
+    e6.add_argument("--train-n", type=positive_int, default=None,
+                    help="e7: training images attacked for the offline protocol (default per dataset)")
     e6.add_argument("--attacks", default=None, help="comma-separated attack names to run (default all)")
     e6.add_argument("--skip-attacks", default=None, help="comma-separated attack names to leave out")
     e6.add_argument("--no-beyond", action="store_true", help="skip the min-norm / objective study on the highest G")

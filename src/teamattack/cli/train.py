@@ -1,7 +1,7 @@
 """`teamattack train`: train a zoo architecture, write safetensors + a JSON card."""
 from __future__ import annotations
 
-from .common import command_line, dataset_name, nonneg_float, nonneg_int, positive_float, positive_int
+from .common import UsageError, command_line, dataset_name, nonneg_float, nonneg_int, positive_float, positive_int, prob
 
 
 def register(sub) -> None:
@@ -35,18 +35,60 @@ def register(sub) -> None:
                    help="torch threads (default: $OMP_NUM_THREADS if set, else one per core)")
     p.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoint after the last epoch")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    a = p.add_argument_group("adversarial training (teamattack.defenses.adversarial_train)")
+    a.add_argument("--adversarial", metavar="ATTACK", default=None,
+                   help="train on ATTACK's examples: team-linf | team-l2 | a peer preset (pgd, fgsm, mdi2fgsm, ...)")
+    a.add_argument("--eps", type=positive_float, default=None, help="the attack's budget (default: the preset's)")
+    a.add_argument("--adv-steps", type=positive_int, default=None,
+                   help="the attack's iterations (PGD: step 2.5 eps / steps, random start)")
+    a.add_argument("--mix", type=prob, default=1.0,
+                   help="weight R of the adversarial loss: (1-R) CE(clean) + R CE(adv) (online; default 1)")
+    a.add_argument("--ramp-epochs", type=nonneg_float, default=0.0,
+                   help="eps grows linearly from 0 over this many epochs (online; default 0: no ramp)")
+    a.add_argument("--offline", action="store_true",
+                   help="the paper's protocol: examples of the natural model crafted once, added to the data")
+    a.add_argument("--offline-n", type=positive_int, default=None,
+                   help="training images attacked for --offline (seeded subset; default all)")
+    a.add_argument("--natural", default=None,
+                   help="natural model attacked for --offline (zoo name or weights; default the zoo's --arch)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..zoo.train import train
 
+    if args.adversarial is None:
+        given = [o for o, v in (("--eps", args.eps), ("--adv-steps", args.adv_steps), ("--offline", args.offline),
+                                ("--offline-n", args.offline_n), ("--natural", args.natural),
+                                ("--ramp-epochs", args.ramp_epochs or None),
+                                ("--mix", None if args.mix == 1.0 else args.mix)) if v]
+        if given:
+            raise UsageError(f"{', '.join(given)} need(s) --adversarial ATTACK")
+    else:
+        return _run_adversarial(args)
     card = train(
         args.arch, args.out, dataset=args.dataset, epochs=args.epochs, seed=args.seed, resume=args.resume,
         lr=args.lr, batch_size=args.batch_size, augment=args.augment, optimizer=args.optimizer,
         schedule=args.schedule, weight_decay=args.weight_decay, root=args.data_root, threads=args.threads,
         progress=not args.no_progress, keep_checkpoint=args.keep_checkpoint, command=command_line(),
         log=lambda m: print(m, flush=True),
+    )
+    print(f"test accuracy {card['test_accuracy']:.4f} ({card['test_correct']}/{card['test_n']})")
+    return 0
+
+
+def _run_adversarial(args) -> int:
+    from ..defenses.adversarial import AttackSpec, adversarial_train
+
+    if args.augment:
+        raise UsageError("--augment is not combined with --adversarial")
+    spec = AttackSpec(args.adversarial, eps=args.eps, steps=args.adv_steps)
+    card = adversarial_train(
+        args.arch, spec, args.dataset, epochs=args.epochs, out=args.out, mix=args.mix, ramp_epochs=args.ramp_epochs,
+        offline=args.offline, offline_n=args.offline_n, natural=args.natural, seed=args.seed, resume=args.resume,
+        root=args.data_root, threads=args.threads, progress=not args.no_progress, command=command_line(),
+        log=lambda m: print(m, flush=True), lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
+        schedule=args.schedule, weight_decay=args.weight_decay, keep_checkpoint=args.keep_checkpoint,
     )
     print(f"test accuracy {card['test_accuracy']:.4f} ({card['test_correct']}/{card['test_n']})")
     return 0

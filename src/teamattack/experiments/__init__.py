@@ -24,7 +24,7 @@ import torch
 # modules whose import registers experiments (E1-E7 add theirs here)
 MODULES = ("teamattack.experiments.math_paper", "teamattack.experiments.theorems",
            "teamattack.experiments.paper_tables", "teamattack.experiments.paper_figures",
-           "teamattack.experiments.distillation")
+           "teamattack.experiments.distillation", "teamattack.experiments.adversarial_training")
 
 
 @dataclass

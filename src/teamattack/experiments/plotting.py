@@ -164,6 +164,47 @@ def histograms(path: Path, panels: Sequence[dict], suptitle: str | None = None) 
     return _finish(fig, path, suptitle)
 
 
+def heat_maps(path: Path, panels: Sequence[dict], suptitle: str | None = None, columns: int = 4) -> Path:
+    """Annotated heat maps, ``columns`` per row of the figure.
+
+    Each panel: matrix (rows of numbers; NaN left blank), row_labels, col_labels, title, [xlabel],
+    [ylabel], [vmin=0, vmax=1], [fmt="{:.0%}"] (the annotation of each cell).
+    """
+    plt = _plt()
+    import numpy as np
+
+    k = len(panels)
+    cols = min(columns, k)
+    rows = -(-k // cols)
+    size = max(max(len(p["col_labels"]) for p in panels), 2) * 0.55 + 1.6
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows * 0.9), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= k:
+            ax.set_axis_off()
+            continue
+        p = panels[i]
+        m = np.asarray(p["matrix"], dtype=float)
+        vmin, vmax = p.get("vmin", 0.0), p.get("vmax", 1.0)
+        ax.imshow(np.ma.masked_invalid(m), cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+        ax.set_xticks(range(m.shape[1]))
+        ax.set_xticklabels(p["col_labels"], rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(m.shape[0]))
+        ax.set_yticklabels(p["row_labels"], fontsize=7)
+        fmt = p.get("fmt", "{:.0%}")
+        for r in range(m.shape[0]):
+            for c in range(m.shape[1]):
+                if np.isfinite(m[r, c]):
+                    dark = (m[r, c] - vmin) / ((vmax - vmin) or 1.0) < 0.6
+                    ax.text(c, r, fmt.format(m[r, c]), ha="center", va="center", fontsize=6,
+                            color="white" if dark else "black")
+        ax.set_title(p.get("title", ""), fontsize=9)
+        if p.get("xlabel"):
+            ax.set_xlabel(p["xlabel"], fontsize=8)
+        if p.get("ylabel"):
+            ax.set_ylabel(p["ylabel"], fontsize=8)
+    return _finish(fig, path, suptitle)
+
+
 def _finish(fig, path, suptitle: str | None = None, fontsize: int = 10):
     """Title, layout, save at 120 dpi, close; returns the path."""
     plt = _plt()

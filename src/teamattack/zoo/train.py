@@ -12,6 +12,9 @@
   linear warm-up over the first 15% of steps from lr/10, then cosine to 0), so it needs no state.
 - Augmentation (``augment=True``): random crop after zero-padding (4 px for 32x32, 2 px for
   28x28, 1 px for 8x8) and, for CIFAR-10 only, a random horizontal flip.
+- ``perturb`` (adversarial training, teamattack.defenses.adversarial): a per-batch hook that
+  replaces the batch by the one to train on (:class:`TrainBatch`); its running losses per part
+  (e.g. clean / adversarial) and extra numbers go to the progress bar and the history.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -68,6 +73,27 @@ def augment_batch(x: torch.Tensor, g: torch.Generator, pad: int, flip: bool) -> 
         m = torch.rand(b, generator=g) < 0.5
         out[m] = out[m].flip(3)
     return out
+
+
+@dataclass
+class TrainBatch:
+    """The batch a ``perturb`` hook hands back to :func:`train`.
+
+    The loss is ``sum(weight * cross_entropy(model(x), y))`` (``weight``: one non-negative number
+    per row). ``parts`` names groups of rows (boolean masks, e.g. "clean" / "adv"): the mean
+    cross-entropy of each is recorded as ``<name>_loss``; ``extra`` holds other per-batch numbers
+    (averaged over the epoch under their own name).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    weight: torch.Tensor
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+# perturb(model, x, y, epoch, step, steps_per_epoch) -> TrainBatch; called with the model in train mode
+Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor, int, int, int], TrainBatch]
 
 
 def _batch_to_float(images: torch.Tensor) -> torch.Tensor:
@@ -187,16 +213,34 @@ def train(
     temperature: float = 1.0,
     soft_targets: torch.Tensor | None = None,
     card_extra: dict | None = None,
+    perturb: Perturb | None = None,
+    init: nn.Module | None = None,
 ) -> dict:
     """Train ``arch`` on ``dataset``'s train split, write ``out`` (.safetensors) and its card; return the card.
 
     ``temperature`` G trains on softmax(Z / G) (defensive distillation); ``soft_targets`` (one
     probability row per training image, in the train split's order) replaces the hard labels by a
     soft cross-entropy at G. The saved model outputs Z (deployed at temperature 1).
-    ``card_extra`` is merged into the card (and must match on ``resume``).
+    ``card_extra`` is merged into the card (and must match on ``resume``). ``perturb`` (a
+    :data:`Perturb` hook) replaces every batch by the one it returns (adversarial training);
+    ``init`` is a model of the same architecture whose weights training starts from.
     """
     from tqdm import tqdm
 
+    from ..validation import check_number
+
+    dataset_of(arch)  # ValueError naming the architectures
+    epochs = check_number("epochs", epochs, low=1, integer=True)
+    seed = check_number("seed", seed, low=0, integer=True)
+    lr = check_number("lr", lr, strict=True, allow_none=True)
+    batch_size = check_number("batch_size", batch_size, low=1, integer=True, allow_none=True)
+    weight_decay = check_number("weight_decay", weight_decay, allow_none=True)
+    threads = check_number("threads", threads, low=1, integer=True, allow_none=True)
+    temperature = check_number("temperature", temperature, strict=True)
+    if optimizer is not None and optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if schedule is not None and schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     dataset = dataset or dataset_of(arch)
     if data.input_shape(dataset) != data.input_shape(dataset_of(arch)):
         raise ValueError(f"architecture {arch} takes {dataset_of(arch)} inputs, not {dataset}")
@@ -234,6 +278,10 @@ def train(
         settings["soft_labels"] = soft_targets is not None
     if card_extra:
         settings.update(card_extra)
+    if perturb is not None and soft_targets is not None:
+        raise ValueError("perturb and soft_targets cannot be combined")
+    if init is not None:
+        model.load_state_dict(init.state_dict(), strict=True)
     if soft_targets is not None and soft_targets.shape[0] != n:
         raise ValueError(f"soft_targets has {soft_targets.shape[0]} rows; the train split has {n} images")
     start_epoch, history, elapsed, runs = 0, [], 0.0, []
@@ -258,6 +306,7 @@ def train(
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         perm = torch.randperm(n, generator=g)
         loss_sum, correct, seen = 0.0, 0, 0
+        terms: dict[str, list[float]] = {}  # name -> [sum, count] of the perturb hook's losses / numbers
         bar = tqdm(range(steps_per_epoch), desc=f"{arch} epoch {epoch + 1}/{epochs}", disable=not progress,
                    mininterval=1.0 if tty else 60.0, leave=tty, file=sys.stderr)
         for s in bar:
@@ -268,9 +317,22 @@ def train(
             step_lr = lr_at(epoch * steps_per_epoch + s, total_steps, lr, schedule)
             for group in opt.param_groups:
                 group["lr"] = step_lr
+            if perturb is not None:
+                tb = perturb(model, xb, yb, epoch, s, steps_per_epoch)
+                xb, yb = tb.x, tb.y
             logits = model(xb)
             if soft_targets is not None:
                 loss = -(soft_targets[idx] * F.log_softmax(logits / temperature, dim=1)).sum(1).mean()
+            elif perturb is not None:
+                per = F.cross_entropy(logits / temperature, yb, reduction="none")
+                loss = (per * tb.weight).sum()
+                per = per.detach()
+                for name, mask in tb.parts.items():
+                    t = terms.setdefault(f"{name}_loss", [0.0, 0])
+                    t[0], t[1] = t[0] + float(per[mask].sum()), t[1] + int(mask.sum())
+                for name, v in tb.extra.items():
+                    t = terms.setdefault(name, [0.0, 0])
+                    t[0], t[1] = t[0] + float(v) * len(idx), t[1] + len(idx)
             else:
                 loss = F.cross_entropy(logits / temperature, yb)
             opt.zero_grad(set_to_none=True)
@@ -279,16 +341,20 @@ def train(
             loss_sum += float(loss.detach()) * len(yb)
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(yb)
-            if s % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", lr=f"{step_lr:.2e}", refresh=False)
+            if s % 20 == 0 or perturb is not None:
+                running = {k: f"{v[0] / max(v[1], 1):.4f}" for k, v in terms.items()}
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", **running,
+                                lr=f"{step_lr:.2e}", refresh=False)
         bar.close()
         tc, tn = evaluate(model, x_test, y_test)
         dt = time.time() - t0
         elapsed += dt
+        running = {k: v[0] / max(v[1], 1) for k, v in terms.items()}
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-                        "test_accuracy": tc / tn, "seconds": round(dt, 1)})
+                        **running, "test_accuracy": tc / tn, "seconds": round(dt, 1)})
         log(f"{arch} epoch {epoch + 1}/{epochs}: train loss {loss_sum / seen:.4f} acc {correct / seen:.4f} | "
-            f"test acc {tc / tn:.4f} ({tc}/{tn}) | {dt:.1f} s")
+            + "".join(f"{k} {v:.4f} | " for k, v in running.items())
+            + f"test acc {tc / tn:.4f} ({tc}/{tn}) | {dt:.1f} s")
         _save_checkpoint(out, model, opt, {"epoch": epoch + 1, "settings": settings, "history": history, "runs": runs,
                                            "training_time_s": elapsed})
 
