@@ -39,7 +39,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str = "li
     specs = resolve(model, norm, attacks)
     correct = predict(model, x, batch_size) == y
     n = len(y)
-    out = RobustAccuracy(norm, eps_list, n, float(correct.float().mean()) if n else float("nan"),
+    out = RobustAccuracy(norm, eps_list, n, int(correct.sum()) / n if n else float("nan"),
                          [bool(c) for c in correct.tolist()], [s.label for s in specs], cascade)
     once: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # single-run attacks: (success, distance) per image
     for e in eps_list:
