@@ -33,7 +33,8 @@ def register(sub) -> None:
     p.add_argument("--eps", type=float, nargs="+", default=None,
                    help="budgets: robust accuracy at each (without it: clean accuracy only)")
     p.add_argument("--attacks", nargs="+", default=["team"],
-                   help="team and / or peer presets (autoattack, apgd-ce, apgd-t, fab-t, pgd, ...; "
+                   help="team (fixed budget), team-min-norm (one minimum-norm run) and / or peer presets "
+                        "(autoattack, apgd-ce, apgd-t, fab-t, pgd, ...; "
                         "mapped to their --norm variant); default: team")
     p.add_argument("--independent", action="store_true",
                    help="run every attack on every clean-correct image (default: AutoAttack's cascade, "
@@ -105,7 +106,9 @@ def _robust(args, model, dataset, x, y, t0) -> int:
         log(f"wrote {args.json}")
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(table)
+        head = (f"# Robust accuracy: {args.model} on {dataset} {args.split}, {args.norm}, n = {doc['n']}\n\n"
+                f"Command: `{doc['command']}` (teamattack {doc['teamattack']}; total {doc['seconds']} s)\n\n")
+        Path(args.markdown).write_text(head + table)
     return 0
 
 

@@ -35,7 +35,7 @@ def _preset_for_norm(name: str, norm: str) -> str:
     from ..baselines.presets import PRESETS
 
     if name not in PRESETS:
-        raise InputError(f"unknown attack {name!r}: use 'team', a peer preset ({', '.join(sorted(PRESETS))}), "
+        raise InputError(f"unknown attack {name!r}: use 'team', 'team-min-norm', a peer preset ({', '.join(sorted(PRESETS))}), "
                          "an Attack object or a factory eps -> Attack")
     if PRESETS[name].norm == norm:
         return name
@@ -48,7 +48,8 @@ def _preset_for_norm(name: str, norm: str) -> str:
 def resolve(model: nn.Module, norm: str, attacks: Sequence[object] | None) -> list[EvalAttack]:
     """The evaluation's attacks (default: TEAM's fixed-budget mode) as `EvalAttack`s.
 
-    "team" (or "team-<norm>") is `TEAM(model, norm, eps=eps)`; a peer preset name is
+    "team" (or "team-<norm>") is `TEAM(model, norm, eps=eps)`; "team-min-norm" is `TEAM(model, norm)`
+    (run once, judged by its distances); a peer preset name is
     `baselines.make(name, model, eps=eps)` (fixed budget) or `make(name, model)` (minimum norm,
     run once); a name in another norm is mapped to its `-<norm>` variant where one exists
     ("autoattack" -> "autoattack-l2"). Labels must be unique.
@@ -62,6 +63,9 @@ def resolve(model: nn.Module, norm: str, attacks: Sequence[object] | None) -> li
         if isinstance(a, str):
             if a in ("team", f"team-{norm}"):
                 out.append(EvalAttack("team", lambda eps: TEAM(model, norm, eps=eps), True))
+                continue
+            if a == "team-min-norm":  # the minimum-norm mode, run once, judged at every eps
+                out.append(EvalAttack(a, lambda eps: TEAM(model, norm), False))
                 continue
             from ..baselines import make
             from ..baselines.presets import FIXED_EPS, PRESETS

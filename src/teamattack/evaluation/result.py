@@ -111,7 +111,11 @@ class RobustAccuracy:
                 + ("cascade: each attack ran on the images the ones before it left, and its row is the "
                    "accuracy after it." if self.cascade else "each attack ran on every clean-correct image.")
                 + " grads/img: per attacked image.\n")
-        return "\n".join(lines) + "\n" + note
+        head = ["wall seconds"] + [f"eps={fmt_eps(e)}" for e in self.eps]
+        secs = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        secs += ["| " + " | ".join([a] + [f"{self.run(a, e).seconds:.3g}" for e in self.eps]) + " |"
+                 for a in self.attacks]
+        return "\n".join(lines) + "\n" + note + "\n" + "\n".join(secs) + "\n"
 
 
 @dataclass
