@@ -176,3 +176,15 @@ def test_autoattack_preset_on_four_digits_images():
     r = ta.evaluate(model, x, y, "linf", eps=[0.1], attacks=["apgd-ce", "autoattack"])
     assert isinstance(r, RobustAccuracy) and r.worst[0] <= r.per_attack["apgd-ce"][0]
     assert r.run("autoattack", 0.1).attacked == sum(r.run("apgd-ce", 0.1).robust)
+
+
+def test_groups_team_modes_and_peers(digits):
+    model, x, y = digits
+    r = ta.evaluate(model, x, y, "linf", eps=[0.05, 0.1], attacks=["team", "team-min-norm", "fgsm", "pgd"],
+                    cascade=False)
+    assert r.groups == {"team, every mode": ["team", "team-min-norm"], "peers, worst case": ["fgsm", "pgd"]}
+    for members in r.groups.values():
+        both = r.worst_of(members)
+        assert all(b <= min(r.per_attack[a][i] for a in members) for i, b in enumerate(both))
+    assert "| team, every mode |" in r.markdown()
+    assert r.to_dict()["groups"]["peers, worst case"]["attacks"] == ["fgsm", "pgd"]

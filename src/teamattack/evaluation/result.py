@@ -67,16 +67,31 @@ class RobustAccuracy:
     def per_attack(self) -> dict[str, list[float]]:
         return {a: [self.run(a, e).accuracy for e in self.eps] for a in self.attacks}
 
-    def worst_flags(self, eps: float) -> list[bool]:
-        """Per image: robust against every attack at eps."""
+    def worst_flags(self, eps: float, attacks: Sequence[str] | None = None) -> list[bool]:
+        """Per image: robust against every attack (or every one of `attacks`) at eps."""
         flags = list(self.clean_correct)
-        for a in self.attacks:
+        for a in self.attacks if attacks is None else attacks:
             flags = [f and r for f, r in zip(flags, self.run(a, eps).robust)]
         return flags
 
+    def worst_of(self, attacks: Sequence[str]) -> list[float]:
+        """Per eps: the accuracy when an image counts as broken if any of `attacks` broke it
+        (independent runs; in a cascade only the prefixes of the attack order mean that)."""
+        return [sum(self.worst_flags(e, attacks)) / self.n if self.n else float("nan") for e in self.eps]
+
     @property
     def worst(self) -> list[float]:
-        return [sum(self.worst_flags(e)) / self.n if self.n else float("nan") for e in self.eps]
+        return self.worst_of(self.attacks)
+
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        """TEAM's attacks and the peers, where either group has two or more (independent runs only)."""
+        team = [a for a in self.attacks if a.startswith("team")]
+        peers = [a for a in self.attacks if not a.startswith("team")]
+        if self.cascade:
+            return {}
+        return {name: g for name, g in (("team, every mode", team), ("peers, worst case", peers))
+                if len(g) > 1 and len(g) < len(self.attacks)}
 
     def seconds(self, attack: str) -> float:
         """Wall seconds the attack took, summed over eps."""
@@ -92,6 +107,8 @@ class RobustAccuracy:
                 "robust_accuracy": {a: {fmt_eps(e): v for e, v in zip(self.eps, accs)}
                                     for a, accs in self.per_attack.items()},
                 "worst_case": {fmt_eps(e): v for e, v in zip(self.eps, self.worst)},
+                "groups": {g: {"attacks": m, "robust_accuracy": {fmt_eps(e): v for e, v in zip(self.eps, self.worst_of(m))},
+                               "seconds": sum(self.seconds(a) for a in m)} for g, m in self.groups.items()},
                 "cost": {a: {"seconds": self.seconds(a), "gradients": self.gradients(a)} for a in self.attacks},
                 "clean_correct": list(self.clean_correct),
                 "runs": [asdict(r) for r in self.runs]}
@@ -104,6 +121,9 @@ class RobustAccuracy:
             ran_on = sum(r.ran_on for r in self.runs if r.attack == a)
             rows.append([a] + [_pct(v) for v in accs] +
                         [f"{self.seconds(a):.3g}", f"{self.gradients(a) / ran_on:.4g}" if ran_on else "-"])
+        for g, members in self.groups.items():
+            rows.append([g] + [_pct(v) for v in self.worst_of(members)] +
+                        [f"{sum(self.seconds(a) for a in members):.3g}", "-"])
         rows.append(["worst case"] + [_pct(v) for v in self.worst] + ["-", "-"])
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]

@@ -211,6 +211,8 @@ def _evaluation_section(doc: dict, section: Section, base: Path) -> None:
         c = cost.get(a, {})
         rows.append([a] + [pct(acc.get(a, {}).get(fmt_eps(e))) for e in eps] +
                     [fmt(c.get("seconds")), fmt(c.get("gradients"))])
+    for g, v in (doc.get("groups") or {}).items():
+        rows.append([g] + [pct(v["robust_accuracy"].get(fmt_eps(e))) for e in eps] + [fmt(v.get("seconds")), "-"])
     if doc.get("worst_case"):
         rows.append(["worst case"] + [pct(doc["worst_case"].get(fmt_eps(e))) for e in eps] + ["-", "-"])
     how = "cascade (each attack on the images the earlier ones left)" if doc.get("cascade") else \
