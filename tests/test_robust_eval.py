@@ -160,6 +160,13 @@ def test_bench_plot_writes_pngs_from_per_image_distances(tmp_path):
     assert names == ["distances-linf.png", "robustness-curve-linf.png"]
     assert all((out / n).read_bytes()[:4] == b"\x89PNG" for n in names)
     assert sorted(doc["plots"]) == sorted(str(out / n) for n in names)
+    # the report draws the same curves from the per-image distances when the document names no plots
+    del doc["plots"]
+    js.write_text(json.dumps(doc))
+    html = tmp_path / "r.html"
+    assert main(["report", str(js), "--html", str(html)]) == 0
+    page = html.read_text()
+    assert "robustness-curve-linf (from the per-image distances)" in page and "per_image success" not in page
 
 
 @pytest.mark.peers
