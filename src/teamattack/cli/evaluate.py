@@ -75,7 +75,8 @@ def _robust(args, model, dataset, x, y, t0) -> int:
 
     x, y = x.to(device(args.device)), y.to(device(args.device))
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
-    doc: dict = {"model": str(args.model), "dataset": dataset, "split": args.split, "seed": args.seed,
+    name = getattr(model, "card", {}).get("name") or str(args.model)  # a weights path: its card's name
+    doc: dict = {"model": name, "weights": str(args.model), "dataset": dataset, "split": args.split, "seed": args.seed,
                  "command": command_line(), "teamattack": teamattack.__version__}
     table = ""
     if args.eps is not None:
