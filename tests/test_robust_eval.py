@@ -99,6 +99,13 @@ def test_curve_is_thresholded_distances_and_non_increasing(digits):
     assert r.per_attack[r.attacks[0]] == pytest.approx(c.curve([0.05, 0.1]))
 
 
+def test_plot_methods_write_pngs(digits, independent, tmp_path):
+    model, x, y = digits
+    c = robustness_curve(model, x, y, "l2")
+    for path in (independent.plot(tmp_path / "a.png", curve=c), c.plot(tmp_path / "b.png")):
+        assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 5000
+
+
 def test_success_outside_the_ball_does_not_count(digits):
     model, x, y = digits
     big = ta.TEAM(model, "linf", eps=0.3)                               # one run at 0.3, judged at 0.05

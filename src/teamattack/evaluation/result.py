@@ -113,6 +113,15 @@ class RobustAccuracy:
                 "clean_correct": list(self.clean_correct),
                 "runs": [asdict(r) for r in self.runs]}
 
+    def plot(self, path, curve: RobustnessCurve | None = None):
+        """PNG of accuracy vs eps (markers per attack and the worst case; `curve` drawn as steps)."""
+        from .plots import evaluation_plot
+
+        doc = self.to_dict()
+        if curve is not None:
+            doc["curve"] = curve.to_dict()
+        return evaluation_plot(doc, path)
+
     def markdown(self) -> str:
         """Robust accuracy per attack (rows) and eps (columns), the worst case, wall seconds."""
         head = ["attack"] + [f"eps={fmt_eps(e)}" for e in self.eps] + ["seconds", "grads/img"]
@@ -172,6 +181,13 @@ class RobustnessCurve:
     @property
     def clean(self) -> float:
         return sum(self.clean_correct) / self.n if self.n else float("nan")
+
+    def plot(self, path):
+        """PNG of this curve (accuracy vs eps, steps) with the clean accuracy."""
+        from .plots import evaluation_plot
+
+        doc = {"norm": self.norm, "n": self.n, "clean_accuracy": self.clean, "curve": self.to_dict()}
+        return evaluation_plot(doc, path)
 
     def to_dict(self, eps: Sequence[float] | None = None) -> dict:
         grid = list(eps) if eps is not None else self.grid()
