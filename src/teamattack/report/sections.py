@@ -168,12 +168,17 @@ def _bench_chart(runs: list[dict]) -> Image | None:
         return Image(f"median {norm} per attack (over successes)", "image/png", out.read_bytes())
 
 
+def _have_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None  # the plots extra is optional: tables only
+
+
 def _plot_image(draw, caption: str) -> Image | None:
     """draw(path) writes a PNG (experiments.plotting via evaluation.plots); None without matplotlib."""
-    import importlib.util
     import tempfile
 
-    if importlib.util.find_spec("matplotlib") is None:  # the plots extra is optional: tables only
+    if not _have_matplotlib():
         return None
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "plot.png"
@@ -183,12 +188,11 @@ def _plot_image(draw, caption: str) -> Image | None:
 
 def _bench_curves(doc: dict) -> list[Image]:
     """The robustness curves of a bench document's minimum-norm runs (records with per-image distances)."""
-    import importlib.util
     import tempfile
 
     from ..evaluation.plots import bench_distances, bench_plots
 
-    if not bench_distances(doc) or importlib.util.find_spec("matplotlib") is None:
+    if not bench_distances(doc) or not _have_matplotlib():
         return []
     with tempfile.TemporaryDirectory() as tmp:
         return [Image(f"{p.stem} (from the per-image distances)", "image/png", p.read_bytes())
@@ -223,10 +227,10 @@ def _evaluation_section(doc: dict, section: Section, base: Path) -> None:
                                     rows, note=f"clean errors count as broken; {how}"))
     c = doc.get("curve")
     if c:
-        grid = c["eps"][:: max(len(c["eps"]) // 10, 1)]
+        step = max(len(c["eps"]) // 10, 1)  # about ten points of the curve
         section.tables.append(Table(f"minimum-norm curve: {c['attack']} ({fmt(c.get('seconds'))} s)",
-                                    ["eps"] + [fmt(float(e)) for e in grid],
-                                    [["accuracy"] + [pct(v) for v in c["accuracy"][:: max(len(c["eps"]) // 10, 1)]]]))
+                                    ["eps"] + [fmt(float(e)) for e in c["eps"][::step]],
+                                    [["accuracy"] + [pct(v) for v in c["accuracy"][::step]]]))
     given = doc.get("plot")
     if not (isinstance(given, str) and _find_file(given, base)):
         img = _plot_image(lambda out: evaluation_plot(doc, out), "robust accuracy vs eps")
