@@ -149,8 +149,9 @@ def test_cli_train_adversarial(tmp_path, capsys):
     assert adv["attack"] == {"name": "team-linf", "eps": 0.1} and adv["mode"] == "offline" and adv["n_subset"] == 16
     x_adv = load_file(str(tmp_path / "cli.offline.safetensors"))["x_adv"]
     assert len(x_adv) == adv["n_adversarial"] > 0
-    with pytest.raises(SystemExit):
-        main(["train", "--arch", "digits-cnn", "--out", str(out), "--eps", "0.1"])
+    capsys.readouterr()
+    assert main(["train", "--arch", "digits-cnn", "--out", str(out), "--eps", "0.1"]) == 2
+    assert capsys.readouterr().err.strip() == "teamattack train: error: --eps need(s) --adversarial ATTACK"
 
 
 def test_e7_tiny_writes_json_pngs_and_consistent_transfer(tmp_path):

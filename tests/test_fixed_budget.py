@@ -172,3 +172,29 @@ def test_team_fixed_budget_batch_independent(digits):
     alone = torch.cat([attack(x[i:i + 1], y[i:i + 1]).success for i in range(6)])
     assert whole.success.tolist() == alone.tolist()
     assert 0 < int(whole.success.sum()) < 6  # a mix of broken and robust images
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.5)])
+def test_team_fixed_budget_honours_starts_screen_and_steps(digits, norm, eps):
+    """starts / screen size the walk and steps the ascent: the per-image gradient bound follows them
+    (they used to be accepted and ignored)."""
+    from teamattack.attacks import fixed_budget as fbm
+    from teamattack.attacks.boundary_walk import walk_budget
+
+    model, x, y = digits
+    attack = ta.TEAM(model, norm=norm, eps=eps, hessian="none", starts=1, screen=0, steps=5)
+    bound = walk_budget(fbm.WALK_STEPS, 1, 0) + 5 + 2
+    default_bound = walk_budget(fbm.WALK_STEPS, fbm.WALK_STARTS, fbm.WALK_SCREEN) + fbm.ASCENT_STEPS + 2
+    assert bound < default_bound
+    for i in range(3):
+        res = attack(x[i:i + 1], y[i:i + 1])
+        assert res.counters.gradients <= bound
+        assert float((res.linf if norm == "linf" else res.l2)[0]) <= eps + 1e-6
+
+
+@pytest.mark.parametrize("norm,bad", [("linf", "box_iters"), ("l2", "box_iters"), ("l0", "starts"),
+                                      ("l0", "screen")])
+def test_team_fixed_budget_rejects_what_its_norm_does_not_take(digits, norm, bad):
+    model, _, _ = digits
+    with pytest.raises(ValueError, match=bad):
+        ta.TEAM(model, norm=norm, eps=0.1 if norm != "l0" else 3, **{bad: 2})

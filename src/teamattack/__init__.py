@@ -11,6 +11,7 @@ from .attacks import TEAM, Attack, GaussNewton
 from .goal import Goal
 from .result import AttackResult, Counters
 from .validation import InputError
+from .evaluation import evaluate
 
 __all__ = [
            "TEAM",
@@ -22,6 +23,7 @@ __all__ = [
            "InputError",
            "curvature",
            "data",
+           "evaluate",
            "metrics",
            "objectives",
            "paper",

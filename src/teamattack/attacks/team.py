@@ -115,7 +115,7 @@ class BudgetConfig:
     """Fixed budget (eps given, every mode but paper): the objective minimised inside eps."""
 
     eps: float
-    steps: int = 10                     # trust-region iterations
+    steps: int = 10                     # L0: trust-region iterations; L2 / Linf: ascent steps after the walk
     box_iters: int = 30
 
     def __post_init__(self) -> None:
@@ -138,7 +138,8 @@ _MODE_ARGS = {
     "iterated": ("steps", "search", "max_radius", "per_pass", "rounds", "box_iters"),
     "min-norm": ("steps", "starts", "screen", "overshoot"),
     "paper+eps": ("box_iters",),
-    "budget": ("steps", "box_iters", "starts", "screen", "overshoot"),
+    "budget": ("steps", "starts", "screen", "overshoot"),   # L2 / Linf: walk, then ascents
+    "budget-l0": ("steps", "box_iters"),                     # L0: trust-region iterations
 }
 
 
@@ -166,15 +167,16 @@ class TEAM(Attack):
         mode: None (default: `default_mode(norm)`) | "paper" | "iterated" | "min-norm".
         eps: fixed budget. Paper mode: one expansion, its subproblem solved at eps; every other
             mode: the fixed-budget attack (`TEAM.fixed_budget`).
-        steps: iterations of the mode's outer loop, one expansion each: iterated, the expansions
-            (default 10); min-norm, the length of the longest walk (default 40); with eps, the
-            fixed-budget iterations (default 10). Not taken by paper mode (one expansion).
-        starts, screen, overshoot: min-norm (and the walk of the fixed-budget attack), see
-            `WalkConfig` and teamattack.attacks.boundary_walk: 6 starts screened for 8 steps,
+        steps: iterations of the mode's outer loop: iterated, the expansions (default 10);
+            min-norm, the length of the longest walk (default 40); with eps in L2 / Linf, the
+            ascent steps after the walk (default 50; teamattack.attacks.fixed_budget); with eps in
+            L0, the trust-region iterations (default 10). Not taken by paper mode (one expansion).
+        starts, screen, overshoot: min-norm (and the walk of the L2 / Linf fixed-budget attack),
+            see `WalkConfig` and teamattack.attacks.boundary_walk: 6 starts screened for 8 steps,
             then the best walks on (6 x 8 + 32 = 80 gradients per image untargeted; a targeted
-            walk gets the same number of steps).
+            walk gets the same number of steps). The fixed-budget walk: 3 starts, 8 screened, 30 long.
         search, max_radius, per_pass, rounds: paper and iterated radius search (`SearchConfig`).
-        box_iters: iterations of the box-constrained subproblem solvers (paper, iterated, eps).
+        box_iters: iterations of the box-constrained subproblem solvers (paper, iterated, L0 eps).
         krylov_k: Lanczos steps (Hessian-vector products) for hessian="krylov" (or "auto").
         max_batch: examples processed together; larger batches are split (bounds the memory of
             the curvature and the box solvers; results do not depend on it).
@@ -220,10 +222,13 @@ class TEAM(Attack):
         given = {k: v for k, v in dict(steps=steps, starts=starts, screen=screen, overshoot=overshoot,
                                       search=search, max_radius=max_radius, per_pass=per_pass,
                                       rounds=rounds, box_iters=box_iters).items() if v is not None}
-        kind = ("paper+eps" if mode == "paper" else "budget") if eps is not None else mode
+        kind = mode
+        if eps is not None:
+            kind = "paper+eps" if mode == "paper" else "budget-l0" if norm == "l0" else "budget"
         wrong = sorted(set(given) - set(_MODE_ARGS[kind]))
         if wrong:
-            what = {"paper+eps": "mode='paper' with eps", "budget": "the fixed-budget attack (eps)"}.get(kind, f"mode={mode!r}")
+            what = {"paper+eps": "mode='paper' with eps", "budget": f"the {norm} fixed-budget attack (eps)",
+                    "budget-l0": "the l0 fixed-budget attack (eps)"}.get(kind, f"mode={mode!r}")
             raise ValueError(f"{', '.join(wrong)} {'does' if len(wrong) == 1 else 'do'} not apply to {what}")
         if krylov_k is not None and hessian not in ("krylov", "auto"):
             raise ValueError("krylov_k applies to hessian='krylov' (or 'auto') only")
@@ -241,9 +246,14 @@ class TEAM(Attack):
         self.norm, self.mode, self.hessian, self.eps = norm, mode, hessian, eps
         pick = lambda cls, skip=(): cls(**{k: v for k, v in given.items() if k in cls.__dataclass_fields__ and k not in skip})
         self.search_config = pick(SearchConfig)
-        self.walk_config = pick(WalkConfig, skip=("steps",) if eps is not None else ())
+        self.walk_config = pick(WalkConfig)
         self.budget_config = pick_budget = None
-        if eps is not None and mode != "paper":
+        if kind == "budget":  # L2 / Linf: a short screened walk, then `steps` ascent steps (fixed_budget.py)
+            self.walk_config = WalkConfig(steps=fb.WALK_STEPS, starts=given.get("starts", fb.WALK_STARTS),
+                                          screen=given.get("screen", fb.WALK_SCREEN),
+                                          overshoot=given.get("overshoot", WalkConfig.overshoot))
+            self.budget_config = pick_budget = BudgetConfig(eps, steps=given.get("steps", fb.ASCENT_STEPS))
+        elif kind == "budget-l0":
             self.budget_config = pick_budget = BudgetConfig(eps, **{k: v for k, v in given.items() if k in ("steps", "box_iters")})
         # steps: the outer loop's iterations in this mode (one expansion each)
         self.steps = (pick_budget.steps if pick_budget is not None else
@@ -363,11 +373,11 @@ class TEAM(Attack):
             c = self.walk_config
 
             def walk(xx: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor | None):
-                return boundary_walk(model, expand_fn, xx, yy, tt, norm=self.norm, steps=fb.WALK_STEPS,
-                                     starts=fb.WALK_STARTS, screen=fb.WALK_SCREEN, overshoot=c.overshoot)
+                return boundary_walk(model, expand_fn, xx, yy, tt, norm=self.norm, steps=c.steps,
+                                     starts=c.starts, screen=c.screen, overshoot=c.overshoot)
 
             return fb.fixed_budget(model, x, y, target, norm=self.norm, eps=float(self.eps), walk=walk,
-                                   steps=fb.ASCENT_STEPS)
+                                   steps=self.budget_config.steps)
         radius = torch.full((x.shape[0],), float(self.eps), device=x.device, dtype=x.dtype)
         return self._trust_region_run(model, expand_fn, x, Goal(y, target), radius)
 

@@ -376,6 +376,7 @@ def assemble(plan_: Plan, values: Mapping[str, R.Arrays], exact: ExactFunction |
                 extra["eps"] = "preset"
             if spec.untargeted_via_targets and not cfg.targeted:
                 extra["via"] = "best target"
+            extra["per_image"] = {"success": list(arr["success"]), spec.norm: list(arr[spec.norm])}
             if eps_list is not None and spec.kind != AttackKind.BUDGET:
                 extra["robust_accuracy"] = R.robust_accuracy_min_norm(arr, spec.norm, eps_list)
             if eps_list is not None and spec.kind == AttackKind.BUDGET:
@@ -403,6 +404,7 @@ def _best_rows(main: Sequence[RunArrays], case: str, targeted: bool, eps_list, o
             best, won = R.per_image_best(arrs, norm)
             wins = {r.spec.name: sum(1 for w in won if w == j) for j, r in enumerate(members)}
             extra: dict = {"of": [r.spec.name for r in members], "wins": wins}
+            extra["per_image"] = {"success": list(best["success"]), norm: list(best[norm])}
             if eps_list is not None:
                 extra["robust_accuracy"] = R.robust_accuracy_min_norm(best, norm, eps_list)
             rows.append(R.record_from_arrays(best, label, "-", norm, targeted, case, optimum=optima.get((norm, case)),

@@ -1,7 +1,8 @@
 """`teamattack bench`: every attack of a suite on the same N correctly classified images.
 
     teamattack bench --dataset mnist --model mnist-table1 --suite untargeted-l2 -n 500 --seed 0 \
-        --json out.json [--attacks a,b,c] [--batch-size 100] [--eps 0.1,0.2] [--markdown out.md] [--exact]
+        --json out.json [--attacks a,b,c] [--batch-size 100] [--eps 0.1,0.2] [--markdown out.md] [--exact] \
+        [--plot DIR]
 
 Finished work is appended to OUT.json.partial.jsonl as it completes; rerunning the same command
 after an interruption resumes from there (see docs/bench.md). Under `torchrun --nproc-per-node K -m
@@ -59,6 +60,9 @@ def register(sub) -> None:
     p.add_argument("--thread-counts", type=positive_int_list, default=[1, 2],
                    help="--suite speed: comma-separated torch thread counts to time")
     p.add_argument("--repeats", type=positive_int, default=2, help="--suite speed: alternating runs per attack")
+    p.add_argument("--plot", default=None, metavar="DIR",
+                   help="write PNGs here: the robustness curve (accuracy vs eps per attack, from the per-image "
+                        "minimum-norm distances) and the distance distributions, per norm and case")
     p.set_defaults(func=run)
 
 
@@ -115,6 +119,11 @@ def _run(args, specs, targeted, eps_list, shard, dev) -> int:
     if not shard.is_main:
         return 0
     doc = harness.bench_document(meta, result)
+    if args.plot:
+        from ..evaluation.plots import bench_plots
+
+        doc["plots"] = [str(p) for p in bench_plots(doc, args.plot)]
+        log(f"wrote {len(doc['plots'])} plots in {args.plot}")
     table = harness.render(doc)
     print(table)
     if args.json:

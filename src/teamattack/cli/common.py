@@ -204,9 +204,10 @@ def command_line() -> str:
 # ------------------------------------------------------------------------------------------
 # checks before the work
 # ------------------------------------------------------------------------------------------
-# options naming a file the command writes; `--out` is a file too, except where FOLDER_OUT says
-OUTPUT_FILES = ("json", "markdown", "html", "save_adv", "sidecar", "out")
-FOLDER_OUT = ("reproduce",)
+# options naming a file the command writes; `--out` and `--plot` are files too, except for the
+# commands FOLDERS names (there they are folders)
+OUTPUT_FILES = ("json", "markdown", "html", "save_adv", "sidecar", "out", "plot")
+FOLDERS = {"out": ("reproduce",), "plot": ("bench",)}
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -216,7 +217,7 @@ def check_outputs(args: argparse.Namespace) -> None:
         path = getattr(args, name, None)
         if not path:
             continue
-        folder = name == "out" and getattr(args, "command", None) in FOLDER_OUT
+        folder = getattr(args, "command", None) in FOLDERS.get(name, ())
         try:
             check_writable(path, folder=folder)
         except OSError as err:

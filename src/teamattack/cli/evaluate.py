@@ -1,16 +1,28 @@
-"""`teamattack evaluate`: clean accuracy of a zoo model (or weights file) on a dataset's test split."""
+"""`teamattack evaluate`: clean accuracy of a model, or robust accuracy the standard way with --eps.
+
+    teamattack evaluate --model digits-cnn --norm linf --eps 0.1 0.2 0.3 \\
+        --attacks team autoattack apgd-ce -n 200 --json out.json --plot curve.png [--curve]
+
+Without --eps: the clean accuracy on the test split (as before). With --eps: teamattack.evaluate
+(robust accuracy over all n images, clean errors counting as broken, per attack and worst case);
+--curve adds TEAM's minimum-norm run's whole curve (teamattack.evaluation.robustness_curve).
+"""
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
-from .common import (add_data_options, dataset_for, device, device_name, load_model, nonneg_int, positive_int,
-                     write_json)
+from ..atomic import atomic_write_text
+from .common import (add_data_options, command_line, dataset_for, device, device_name, load_model, nonneg_int,
+                     positive_float, positive_int, write_json)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("evaluate", help="clean test accuracy of a model",
-                       description="Accuracy of a zoo model (name or .safetensors path with its card) "
-                                   "on the test split; prints and optionally writes {accuracy, n}.")
+    p = sub.add_parser("evaluate", help="clean accuracy, or robust accuracy at --eps against attacks",
+                       description="Accuracy of a zoo model (name or .safetensors path with its card) on the "
+                                   "test split; with --eps, robust accuracy over all n images (clean errors "
+                                   "count as broken, as in AutoAttack / RobustBench) per attack and worst case.")
     p.add_argument("--model", required=True, help="zoo name (e.g. digits-cnn) or path to a .safetensors file")
     add_data_options(p, dataset_default=None)
     p.add_argument("--split", default="test", choices=("train", "test"))
@@ -19,6 +31,20 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=500)
     p.add_argument("--device", default=None, type=device_name, help="cpu | cuda (default: cuda if available)")
     p.add_argument("--json", default=None, help="write the result here as JSON")
+    p.add_argument("--norm", default="linf", choices=("linf", "l2", "l0"), help="the threat model (default linf)")
+    p.add_argument("--eps", type=positive_float, nargs="+", default=None,
+                   help="budgets: robust accuracy at each (without it: clean accuracy only)")
+    p.add_argument("--attacks", nargs="+", default=["team"],
+                   help="team (fixed budget), team-min-norm (one minimum-norm run) and / or peer presets "
+                        "(autoattack, apgd-ce, apgd-t, fab-t, pgd, ...; "
+                        "mapped to their --norm variant); default: team")
+    p.add_argument("--independent", action="store_true",
+                   help="run every attack on every clean-correct image (default: AutoAttack's cascade, "
+                        "each attack on the images the earlier ones left)")
+    p.add_argument("--curve", action="store_true",
+                   help="also run TEAM's minimum-norm attack once: the whole accuracy-vs-eps curve")
+    p.add_argument("--plot", default=None, help="write the robustness curve here (PNG)")
+    p.add_argument("--markdown", default=None, help="also write the table here")
     p.set_defaults(func=run)
 
 
@@ -29,11 +55,67 @@ def run(args) -> int:
     model = load_model(args.model, args.weights, device(args.device))
     dataset = dataset_for(model, args.dataset, args.model)  # --dataset, else the card's; checked to fit
     x, y = data.load(dataset, args.split, n=args.n, seed=args.seed, root=args.data_root)
-    correct = int((data.predict(model, x, args.batch_size) == y).sum())
-    result = {"model": str(args.model), "dataset": dataset, "split": args.split,
-              "accuracy": correct / len(y), "correct": correct, "n": len(y),
-              "seconds": round(time.time() - t0, 2)}
-    print(f"{args.model} on {dataset} {args.split}: accuracy {result['accuracy']:.4f} ({correct}/{len(y)})")
+    if args.eps is None and not args.curve:
+        correct = int((data.predict(model, x, args.batch_size) == y).sum())
+        result = {"model": str(args.model), "dataset": dataset, "split": args.split,
+                  "accuracy": correct / len(y), "correct": correct, "n": len(y),
+                  "seconds": round(time.time() - t0, 2)}
+        print(f"{args.model} on {dataset} {args.split}: accuracy {result['accuracy']:.4f} ({correct}/{len(y)})")
+        if args.json:
+            write_json(args.json, result)
+        return 0
+    return _robust(args, model, dataset, x, y, t0)
+
+
+def _robust(args, model, dataset, x, y, t0) -> int:
+    import teamattack
+
+    from ..evaluation import evaluate, robustness_curve
+    from ..evaluation.plots import evaluation_plot
+
+    x, y = x.to(device(args.device)), y.to(device(args.device))
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    name = getattr(model, "card", {}).get("name") or str(args.model)  # a weights path: its card's name
+    doc: dict = {"model": name, "weights": str(args.model), "dataset": dataset, "split": args.split, "seed": args.seed,
+                 "command": command_line(), "teamattack": teamattack.__version__}
+    table = ""
+    if args.eps is not None:
+        res = evaluate(model, x, y, args.norm, eps=args.eps, attacks=args.attacks, cascade=not args.independent,
+                       batch_size=args.batch_size, seed=args.seed, log=log)
+        doc.update(res.to_dict())
+        table = res.markdown()
+    curve = None
+    if args.curve:
+        curve = robustness_curve(model, x, y, args.norm, batch_size=args.batch_size, seed=args.seed)
+        doc["curve"] = curve.to_dict()
+        log(f"min-norm curve ({curve.attack}): {curve.seconds:.1f} s")
+        if args.eps is None:
+            doc.update({"kind": "robust-accuracy", "norm": args.norm, "n": curve.n, "clean_accuracy": curve.clean,
+                        "eps": [], "attacks": []})
+        table += "\n" + _curve_table(curve, args.eps)
+    doc["accuracy"] = doc["clean_accuracy"]
+    doc["seconds"] = round(time.time() - t0, 2)
+    if args.plot:
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        evaluation_plot(doc, args.plot)
+        doc["plot"] = str(args.plot)
+        log(f"wrote {args.plot}")
+    print(f"{args.model} on {dataset} {args.split}, n = {doc['n']}, {args.norm}:\n")
+    print(table)
     if args.json:
-        write_json(args.json, result)
+        write_json(args.json, doc)
+        log(f"wrote {args.json}")
+    if args.markdown:
+        head = (f"# Robust accuracy: {args.model} on {dataset} {args.split}, {args.norm}, n = {doc['n']}\n\n"
+                f"Command: `{doc['command']}` (teamattack {doc['teamattack']}; total {doc['seconds']} s)\n\n")
+        atomic_write_text(args.markdown, head + table)
     return 0
+
+
+def _curve_table(curve, eps) -> str:
+    grid = sorted(set(eps or []) | {0.0}) if eps else curve.grid(11)
+    head = "| eps | " + " | ".join(f"{e:.4g}" for e in grid) + " |"
+    sep = "|---|" + "---|" * len(grid)
+    row = f"| {curve.attack} (min-norm run, {curve.seconds:.3g} s) | " + \
+        " | ".join(f"{100 * a:.1f}%" for a in curve.curve(grid)) + " |"
+    return "\n".join([head, sep, row]) + "\n"

@@ -175,7 +175,6 @@ def gauss_newton(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=No
     """Generalised Gauss-Newton J^T (d2 f / dZ2) J with J = dZ/dx (rank <= number of classes)."""
     t, o = _labels(y, target, other)
     z, J = logit_jacobian(model, x)
-    k = z.shape[1]
 
     def on_logits(zi, yi, ti, oi):
         return obj(zi.unsqueeze(0), yi[None], ti[None] if target is not None else None, oi[None] if other is not None else None)[0]

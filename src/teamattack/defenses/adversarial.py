@@ -31,7 +31,6 @@ import inspect
 import json
 import math
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from ..checks import SaturationWarning
 from ..metrics import l0
 from ..zoo import registry
 from ..zoo.architectures import ARCHITECTURES, dataset_of
-from ..zoo.train import DEFAULTS, TrainBatch, _batch_to_float, train
+from ..zoo.train import TrainBatch, _batch_to_float, train
 
 TEAM_NAMES = {"team-linf": "linf", "team-l2": "l2"}
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from ..atomic import atomic_write_text
 from . import Context, register
 from .plotting import heat_maps, line_panels
 
@@ -227,7 +228,7 @@ def e7(ctx: Context) -> dict:
            "png": [str(fig4), str(fig_t), str(fig3)]}
     out["markdown"] = markdown(out, labels)
     md = ctx.png(f"e7_adversarial_training_{ds}.md")
-    md.write_text(out["markdown"])
+    atomic_write_text(md, out["markdown"])
     out["md"] = str(md)
     return out
 

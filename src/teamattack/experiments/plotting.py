@@ -1,7 +1,7 @@
 """Matplotlib helpers (Agg backend, imported lazily so the CLI starts fast)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,10 +52,7 @@ def grouped_bars(path: Path, labels: Sequence[str], groups: dict[str, Sequence[f
     ax.set_title(title, fontsize=10)
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(fig, path)
 
 
 @dataclass
@@ -205,12 +202,76 @@ def heat_maps(path: Path, panels: Sequence[dict], suptitle: str | None = None, c
     return _finish(fig, path, suptitle)
 
 
+_NORM_AXIS = {"l0": "L0 (pixels)", "l2": "L2", "linf": "Linf"}
+
+
+def robustness_curves(path: Path, norm: str, curves: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+                      points: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+                      clean: float | None = None, title: str | None = None) -> Path:
+    """Robust accuracy against eps, one line per attack: the one curve helper (evaluate, bench, report).
+
+    curves: {label: (eps grid, accuracy)} drawn as steps (minimum-norm runs thresholded at every
+    eps); points: {label: (eps, accuracy)} drawn as markers joined by lines (fixed-budget attacks
+    run at a few eps); clean: a dotted line at the clean accuracy.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    for label, (xs, ys) in (curves or {}).items():
+        ax.step(list(xs), list(ys), where="post", label=label, linewidth=1.6)
+    for i, (label, (xs, ys)) in enumerate((points or {}).items()):  # shrinking markers: overlaps stay visible
+        ax.plot(list(xs), list(ys), marker="o", markersize=max(7.5 - 1.5 * i, 2.5), linestyle="--", linewidth=1.0,
+                label=label)
+    if clean is not None:
+        ax.axhline(clean, color="grey", linestyle=":", linewidth=1.0, label=f"clean {clean:.3f}")
+    ax.set_xlabel(f"eps ({_NORM_AXIS.get(norm, norm)})")
+    ax.set_ylabel("robust accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "robust accuracy vs eps", fontsize=10)
+    return _finish(fig, path)
+
+
+def distance_distributions(path: Path, norm: str, distances: Mapping[str, Sequence[float | None]],
+                           title: str | None = None) -> Path:
+    """Per-image distances per attack: a histogram (successes) and the CDF over all images
+    (share broken within d; failures, given as None / inf / nan, never count)."""
+    plt = _plt()
+    import numpy as np
+
+    fig, (hist, cdf) = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    found = {k: np.asarray([v for v in d if v is not None and np.isfinite(v)], dtype=float) for k, d in distances.items()}
+    top = max((float(v.max()) for v in found.values() if len(v)), default=1.0) or 1.0
+    bins = np.linspace(0.0, top * 1.02, 31)
+    for label, v in found.items():
+        n = max(len(distances[label]), 1)
+        hist.hist(v, bins=bins, histtype="step", linewidth=1.4, label=label)
+        xs = np.sort(v)
+        cdf.step(np.concatenate([[0.0], xs]), np.arange(len(xs) + 1) / n, where="post", label=label)
+    axis = _NORM_AXIS.get(norm, norm)
+    hist.set_xlabel(f"{axis} distance (successes)")
+    hist.set_ylabel("images")
+    cdf.set_xlabel(f"{axis} distance d")
+    cdf.set_ylabel("share of images broken within d")
+    cdf.set_ylim(-0.02, 1.02)
+    for ax in (hist, cdf):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _finish(fig, path, title or "distance distributions")
+
+
 def _finish(fig, path, suptitle: str | None = None, fontsize: int = 10):
-    """Title, layout, save at 120 dpi, close; returns the path."""
+    """Title, layout, save at 120 dpi (atomically: never a half-written picture), close; returns the path."""
+    from ..atomic import atomic_write
+
     plt = _plt()
     if suptitle:
         fig.suptitle(suptitle, fontsize=fontsize)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=fmt))
+    finally:
+        plt.close(fig)
     return path

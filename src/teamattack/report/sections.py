@@ -88,8 +88,11 @@ def _flatten(record: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+PER_IMAGE_KEYS = ("per_image", "robust")  # per-image arrays of bench / evaluate records: plotted, not tabled
+
+
 def _records_table(caption: str, records: list[dict]) -> Table:
-    flat = [_flatten(r) for r in records[:MAX_ROWS]]
+    flat = [_flatten({k: v for k, v in r.items() if k not in PER_IMAGE_KEYS}) for r in records[:MAX_ROWS]]
     columns: list[str] = []
     for r in flat:
         for k, v in r.items():
@@ -165,6 +168,76 @@ def _bench_chart(runs: list[dict]) -> Image | None:
         return Image(f"median {norm} per attack (over successes)", "image/png", out.read_bytes())
 
 
+def _have_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None  # the plots extra is optional: tables only
+
+
+def _plot_image(draw, caption: str) -> Image | None:
+    """draw(path) writes a PNG (experiments.plotting via evaluation.plots); None without matplotlib."""
+    import tempfile
+
+    if not _have_matplotlib():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "plot.png"
+        draw(out)
+        return Image(caption, "image/png", out.read_bytes())
+
+
+def _bench_curves(doc: dict) -> list[Image]:
+    """The robustness curves of a bench document's minimum-norm runs (records with per-image distances)."""
+    import tempfile
+
+    from ..evaluation.plots import bench_distances, bench_plots
+
+    if not bench_distances(doc) or not _have_matplotlib():
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        return [Image(f"{p.stem} (from the per-image distances)", "image/png", p.read_bytes())
+                for p in bench_plots(doc, tmp)]
+
+
+def _evaluation_section(doc: dict, section: Section, base: Path) -> None:
+    """An evaluate document (kind robust-accuracy): facts, the accuracy table, the work, the curve."""
+    from ..evaluation.plots import evaluation_plot
+    from ..evaluation.result import fmt_eps
+
+    for k, v in doc.items():
+        if _is_scalar(v) and k != "plot":
+            section.facts.append((k, fmt(v)))
+    eps = [float(e) for e in doc.get("eps", [])]
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    acc, cost = doc.get("robust_accuracy", {}), doc.get("cost", {})
+    rows = [["clean"] + [pct(doc.get("clean_accuracy"))] * len(eps) + ["-", "-"]]
+    for a in doc.get("attacks", []):
+        c = cost.get(a, {})
+        rows.append([a] + [pct(acc.get(a, {}).get(fmt_eps(e))) for e in eps] +
+                    [fmt(c.get("seconds")), fmt(c.get("gradients"))])
+    for g, v in (doc.get("groups") or {}).items():
+        rows.append([g] + [pct(v["robust_accuracy"].get(fmt_eps(e))) for e in eps] + [fmt(v.get("seconds")), "-"])
+    if doc.get("worst_case"):
+        rows.append(["worst case"] + [pct(doc["worst_case"].get(fmt_eps(e))) for e in eps] + ["-", "-"])
+    how = "cascade (each attack on the images the earlier ones left)" if doc.get("cascade") else \
+        "each attack on every clean-correct image"
+    if eps:
+        section.tables.append(Table(f"robust accuracy ({doc.get('norm')}) over all {doc.get('n')} images",
+                                    ["attack"] + [f"eps={fmt_eps(e)}" for e in eps] + ["seconds", "gradients"],
+                                    rows, note=f"clean errors count as broken; {how}"))
+    c = doc.get("curve")
+    if c:
+        step = max(len(c["eps"]) // 10, 1)  # about ten points of the curve
+        section.tables.append(Table(f"minimum-norm curve: {c['attack']} ({fmt(c.get('seconds'))} s)",
+                                    ["eps"] + [fmt(float(e)) for e in c["eps"][::step]],
+                                    [["accuracy"] + [pct(v) for v in c["accuracy"][::step]]]))
+    given = doc.get("plot")
+    if not (isinstance(given, str) and _find_file(given, base)):
+        img = _plot_image(lambda out: evaluation_plot(doc, out), "robust accuracy vs eps")
+        if img is not None:
+            section.images.append(img)
+
+
 def _walk(doc: dict, section: Section, prefix: str = "", depth: int = 0) -> None:
     for k, v in doc.items():
         name = f"{prefix}{k}"
@@ -203,12 +276,17 @@ def load(path: str | os.PathLike) -> Section:
     if not isinstance(doc, dict):
         doc = {"items": doc} if isinstance(doc, list) else {"value": doc}
     section = Section(title=_title(doc, path), source=str(path))
-    _walk(doc, section)
-    runs = doc.get("runs")
-    if isinstance(runs, list):
-        chart = _bench_chart(runs)
-        if chart is not None:
-            section.images.append(chart)
+    if doc.get("kind") == "robust-accuracy":
+        _evaluation_section(doc, section, path.parent)
+    else:
+        _walk(doc, section)
+        runs = doc.get("runs")
+        if isinstance(runs, list):
+            chart = _bench_chart(runs)
+            if chart is not None:
+                section.images.append(chart)
+            if not doc.get("plots"):  # bench --plot's PNGs are embedded below; otherwise draw them here
+                section.images += _bench_curves(doc)
     found: dict[Path, str] = {}
     _collect_images(doc, path.parent, found)
     for p, key in found.items():
