@@ -616,3 +616,26 @@ def test_train_refuses_bad_arguments_and_writes_nothing(tmp_path, kw, msg):
     with pytest.raises(ValueError, match=msg):
         train(out=out, root=tmp_path / "no-data", progress=False, log=lambda s: None, **kw)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"eps": -0.1}, "eps"), ({"eps": float("nan")}, "eps"), ({"steps": 0}, "steps"), ({"steps": 2.5}, "steps"),
+])
+def test_adversarial_attack_spec_refuses_bad_budgets(kw, msg):
+    from teamattack.defenses import AttackSpec
+
+    with pytest.raises(ValueError, match=msg):
+        AttackSpec("pgd", **kw)
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"eps": 0.0}, "eps"), ({"offline": True, "offline_n": 0}, "offline_n"), ({"threads": 0}, "threads"),
+    ({"mix": 1.5}, "mix"), ({"ramp_epochs": -1.0}, "ramp_epochs"), ({"epochs": 0}, "epochs"),
+])
+def test_adversarial_train_refuses_bad_arguments_and_writes_nothing(tmp_path, kw, msg):
+    from teamattack.defenses import AttackSpec, adversarial_train
+
+    with pytest.raises(ValueError, match=msg):
+        adversarial_train("digits-cnn", AttackSpec("pgd", eps=0.1), "digits", out=tmp_path / "m.safetensors",
+                          progress=False, log=lambda s: None, **kw)
+    assert not any(tmp_path.iterdir())

@@ -43,6 +43,7 @@ from ..attacks.base import Attack
 from ..attacks.fixed_budget import project
 from ..checks import SaturationWarning
 from ..metrics import l0
+from ..validation import check_number
 from ..zoo import registry
 from ..zoo.architectures import ARCHITECTURES, dataset_of
 from ..zoo.train import TrainBatch, _batch_to_float, train
@@ -77,6 +78,8 @@ class AttackSpec:
         if self.name not in TEAM_NAMES and self.name not in PRESETS:
             raise ValueError(f"unknown attack {self.name!r}; choose team-linf, team-l2 or a peer preset "
                              f"({', '.join(sorted(PRESETS))})")
+        object.__setattr__(self, "eps", check_number("eps", self.eps, strict=True, allow_none=True))
+        object.__setattr__(self, "steps", check_number("steps", self.steps, low=1, integer=True, allow_none=True))
 
     @property
     def norm(self) -> str:
@@ -342,6 +345,9 @@ def adversarial_train(
         or the given model) and added to the training data.
     ``train_kwargs`` go to :func:`teamattack.zoo.train.train` (lr, batch_size, optimizer, ...).
     """
+    eps = check_number("eps", eps, strict=True, allow_none=True)
+    offline_n = check_number("offline_n", offline_n, low=1, integer=True, allow_none=True)
+    threads = check_number("threads", threads, low=1, integer=True, allow_none=True)
     if isinstance(model_or_arch, str):
         if model_or_arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {model_or_arch!r}; choose one of {', '.join(ARCHITECTURES)}")
