@@ -202,3 +202,17 @@ def test_groups_team_modes_and_peers(digits):
         assert all(b <= min(r.per_attack[a][i] for a in members) for i, b in enumerate(both))
     assert "| team, every mode |" in r.markdown()
     assert r.to_dict()["groups"]["peers, worst case"]["attacks"] == ["fgsm", "pgd"]
+
+
+def test_team_settings_in_the_attack_name(digits):
+    """'team:key=value' builds TEAM with those settings (the bench's vocabulary); bad ones fail at once."""
+    model, x, y = digits
+    specs = resolve(model, "linf", ["team", "team:starts=1:screen=0:steps=5"])
+    assert [s.label for s in specs] == ["team", "team:starts=1:screen=0:steps=5"]
+    small = specs[1].build(0.1)
+    assert (small.walk_config.starts, small.walk_config.screen, small.budget_config.steps) == (1, 0, 5)
+    assert small.eps == 0.1
+    with pytest.raises(InputError, match="starts"):
+        resolve(model, "linf", ["team:starts=0"])
+    with pytest.raises(InputError, match="box_iters"):
+        resolve(model, "linf", ["team:box_iters=3"])

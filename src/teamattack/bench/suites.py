@@ -279,7 +279,7 @@ def _value(text: str):
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
-def _settings(name: str) -> dict:
+def settings_of(name: str) -> dict:
     """The key=value settings of an attack name "base:key=value:key=value"."""
     out = {}
     for item in name.split(":")[1:]:
@@ -292,7 +292,7 @@ def _settings(name: str) -> dict:
 
 def with_settings(spec: AttackSpec, name: str) -> AttackSpec:
     """The TEAM spec `spec` with the settings of `name` ("base:key=value:key=value") applied."""
-    kwargs = {**spec.settings, **_settings(name)}
+    kwargs = {**spec.settings, **settings_of(name)}
     try:  # fail now, not after the other attacks have run
         TEAM(nn.Linear(1, 2).eval(), norm=spec.norm, **kwargs)
     except (TypeError, ValueError) as err:
@@ -306,7 +306,7 @@ def peer_with_settings(name: str) -> AttackSpec:
     from ..baselines.adapter import ALIASES
 
     preset = name.split(":")[0]
-    overrides = _settings(name)
+    overrides = settings_of(name)
     known = set(PRESETS[preset].kwargs) | set(ALIASES)
     bad = sorted(k for k in overrides if k not in known)
     if bad:

@@ -35,7 +35,8 @@ def register(sub) -> None:
     p.add_argument("--eps", type=positive_float, nargs="+", default=None,
                    help="budgets: robust accuracy at each (without it: clean accuracy only)")
     p.add_argument("--attacks", nargs="+", default=["team"],
-                   help="team (fixed budget), team-min-norm (one minimum-norm run) and / or peer presets "
+                   help="team (fixed budget; team:key=value:... with TEAM's settings, e.g. team:starts=6:steps=28), "
+                        "team-min-norm (one minimum-norm run) and / or peer presets "
                         "(autoattack, apgd-ce, apgd-t, fab-t, pgd, ...; "
                         "mapped to their --norm variant); default: team")
     p.add_argument("--independent", action="store_true",

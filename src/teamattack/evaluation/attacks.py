@@ -48,7 +48,8 @@ def _preset_for_norm(name: str, norm: str) -> str:
 def resolve(model: nn.Module, norm: str, attacks: Sequence[object] | None) -> list[EvalAttack]:
     """The evaluation's attacks (default: TEAM's fixed-budget mode) as `EvalAttack`s.
 
-    "team" (or "team-<norm>") is `TEAM(model, norm, eps=eps)`; "team-min-norm" is `TEAM(model, norm)`
+    "team" (or "team-<norm>") is `TEAM(model, norm, eps=eps)`, "team:key=value:..." the same with
+    TEAM's settings (as in `teamattack bench`: "team:starts=6:steps=28"); "team-min-norm" is `TEAM(model, norm)`
     (run once, judged by its distances); a peer preset name is
     `baselines.make(name, model, eps=eps)` (fixed budget) or `make(name, model)` (minimum norm,
     run once); a name in another norm is mapped to its `-<norm>` variant where one exists
@@ -61,8 +62,17 @@ def resolve(model: nn.Module, norm: str, attacks: Sequence[object] | None) -> li
     out: list[EvalAttack] = []
     for i, a in enumerate(["team"] if attacks is None else list(attacks)):
         if isinstance(a, str):
-            if a in ("team", f"team-{norm}"):
-                out.append(EvalAttack("team", lambda eps: TEAM(model, norm, eps=eps), True))
+            base = a.split(":")[0]
+            if base in ("team", f"team-{norm}"):  # "team:starts=6:steps=28": TEAM's own settings
+                from ..bench.suites import SuiteError, settings_of
+
+                try:
+                    kw = settings_of(a)
+                    TEAM(model, norm, eps=1.0, **kw)  # refuse a bad setting now, not after the other attacks
+                except (SuiteError, TypeError, ValueError) as err:
+                    raise InputError(f"{a!r}: {err}") from None
+                label = "team" if a == base else a
+                out.append(EvalAttack(label, lambda eps, kw=kw: TEAM(model, norm, eps=eps, **kw), True))
                 continue
             if a == "team-min-norm":  # the minimum-norm mode, run once, judged at every eps
                 out.append(EvalAttack(a, lambda eps: TEAM(model, norm), False))
