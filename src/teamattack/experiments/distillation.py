@@ -225,7 +225,7 @@ def _run_group(model, x, y, specs, budget, ctx, store, dataset, min_norm=False) 
 
 @register("e6-distillation", "seed 001 Fig 11: ASR of every attack vs the defensive-distillation temperature G "
           "(L0 <= 112, L2 <= 3.0, Linf <= 0.3); options --dataset, --temperatures, --cache, --epochs",
-          default_n=300)
+          default_n=300, datasets=tuple(RECIPES))
 def e6(ctx: Context) -> dict:
     from .. import zoo
     from ..bench.harness import Sidecar, load_images, model_fingerprint
