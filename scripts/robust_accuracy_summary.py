@@ -1,6 +1,6 @@
 """TEAM against AutoAttack: one table per published `teamattack evaluate --independent` run.
 
-    python scripts/robust_accuracy_summary.py docs/results/robust-accuracy-*.json > summary.md
+    python scripts/robust_accuracy_summary.py docs/results/robust-accuracy-[dm]*.json > summary.md
 
 For each file: per eps, TEAM's fixed-budget robust accuracy, TEAM's two modes together, AutoAttack,
 the best single peer, the worst case over every attack, and the wall seconds of TEAM's fixed-budget
