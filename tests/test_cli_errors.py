@@ -273,6 +273,10 @@ def test_threads_default_and_option(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     main(["attack", "--model", "no-such-model", "--threads", "2"])
     assert calls[0] == 2  # set before the work (and restored after: main may run inside a test)
+    calls.clear()
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert main(["demo", "--out", "/proc/no-such/demo.png"]) == 2  # refused before any work
+    assert calls[0] == 1  # demo: one thread by default (the digits model gains nothing from more)
 
 
 def test_dataset_comes_from_the_card_and_team_l2_is_the_bench_attack(tmp_path, monkeypatch, capsys):

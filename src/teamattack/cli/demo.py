@@ -16,6 +16,9 @@ def register(sub) -> None:
     p.add_argument("--out", default="demo.png", help="PNG grid of originals and adversarial examples")
     p.add_argument("--json", default=None, help="also write the records here")
     p.add_argument("--device", default=None, type=device_name, help="cpu | cuda | cuda:N (default: cuda if available)")
+    # the digits model is too small to gain from more threads, and extra threads on a busy machine
+    # cost several times the work (the common default, one per core, is for the larger models)
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     p.set_defaults(func=run)
 
 
