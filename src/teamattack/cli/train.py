@@ -55,6 +55,23 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Under torchrun the ranks share each batch (teamattack.zoo.train); only rank 0 prints and writes."""
+    from ..bench import distributed
+
+    try:
+        return _run(args)
+    finally:
+        distributed.shutdown()
+
+
+def _print_result(card: dict) -> None:
+    from ..bench import distributed
+
+    if (distributed.current() or distributed.Shard()).is_main:
+        print(f"test accuracy {card['test_accuracy']:.4f} ({card['test_correct']}/{card['test_n']})")
+
+
+def _run(args) -> int:
     from ..zoo.train import train
 
     if args.adversarial is None:
@@ -73,7 +90,7 @@ def run(args) -> int:
         progress=not args.no_progress, keep_checkpoint=args.keep_checkpoint, command=command_line(),
         log=lambda m: print(m, flush=True),
     )
-    print(f"test accuracy {card['test_accuracy']:.4f} ({card['test_correct']}/{card['test_n']})")
+    _print_result(card)
     return 0
 
 
@@ -90,5 +107,5 @@ def _run_adversarial(args) -> int:
         log=lambda m: print(m, flush=True), lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
         schedule=args.schedule, weight_decay=args.weight_decay, keep_checkpoint=args.keep_checkpoint,
     )
-    print(f"test accuracy {card['test_accuracy']:.4f} ({card['test_correct']}/{card['test_n']})")
+    _print_result(card)
     return 0
