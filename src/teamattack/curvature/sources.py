@@ -169,11 +169,16 @@ def _first(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t[:1]
 
 
+# An HVP in flight holds more than the tangents of the saved graph (temporaries of each layer):
+# the process's peak grew 1.24x the saved-graph bound on the CIFAR-10 ResNet56 (docs/engine.md)
+HVP_OVERHEAD = 1.5
+
+
 def dense_chunks(per_hvp: float, B: int, n: int, memory_bytes: float) -> tuple[int, int]:
     """(examples, HVPs per example) that :func:`exact_dense` runs at once so that the B n x n result
-    plus ``per_hvp`` bytes per HVP in flight stay within ``memory_bytes`` (at least 1 x 1)."""
+    plus ``HVP_OVERHEAD * per_hvp`` bytes per HVP in flight stay within ``memory_bytes`` (at least 1 x 1)."""
     budget = memory_bytes - 4.0 * B * n * n
-    at_once = max(1, int(budget // max(per_hvp, 1.0)))
+    at_once = max(1, int(budget // max(HVP_OVERHEAD * per_hvp, 1.0)))
     if at_once >= n:
         return max(1, min(B, at_once // n)), n
     return 1, at_once
@@ -318,7 +323,7 @@ def curvature_bytes(model: nn.Module, x: torch.Tensor, k: int = 20, obj: Objecti
     """Bytes each curvature source holds for the batch x (float32), without forming anything.
 
     exact-dense: the B n x n Hessians plus one Hessian-vector product's activations
-    (:func:`hvp_bytes`, measured on x[:1] with ``obj``, or a softmax probe without it): the least
+    (``HVP_OVERHEAD`` x :func:`hvp_bytes`, measured on x[:1] with ``obj``, or a softmax probe without it): the least
     :func:`exact_dense` runs in (it runs more HVPs at once when ``memory_bytes`` allows);
     exact-lowrank: the Jacobian of the smooth layer's input (B p n) and its p x p Hessians (nets
     with a smooth top only, else inf); krylov: the B k n Lanczos basis; ggn / none: the gradients.
@@ -332,7 +337,7 @@ def curvature_bytes(model: nn.Module, x: torch.Tensor, k: int = 20, obj: Objecti
     if obj is not None and y is None:
         with torch.no_grad():
             y = model(x[:1]).argmax(1)
-    dense = 4.0 * B * n * n + hvp_bytes(model, obj, x[:1], y, target)
+    dense = 4.0 * B * n * n + HVP_OVERHEAD * hvp_bytes(model, obj, x[:1], y, target)
     return {"exact-dense": dense, "exact-lowrank": lowrank,
             "krylov": 4.0 * B * (k + 2) * n, "ggn": 4.0 * B * 2 * n, "none": 4.0 * B * n}
 
