@@ -69,3 +69,19 @@ def test_two_gloo_processes_train_like_one(tmp_path, adversarial):
     assert h2["train_loss"] == pytest.approx(h1["train_loss"], rel=1e-3)
     assert sum(line.startswith("test accuracy") for line in stdout.splitlines()) == 1  # only rank 0 prints
     assert not list(tmp_path.glob("*.ckpt.*"))  # rank 0 cleaned up its checkpoint
+
+
+@pytest.mark.slow
+def test_two_processes_resume_to_the_uninterrupted_weights(tmp_path):
+    """Stopped after epoch 1 (the checkpoint kept) and resumed with --epochs 2: every rank loads rank
+    0's checkpoint and the weights are bit-identical to an uninterrupted two-process run."""
+    args = COMMON[:COMMON.index("--epochs")] + COMMON[COMMON.index("--epochs") + 2:]
+    whole, _ = _two_processes(args + ["--epochs", "2"], tmp_path / "whole.safetensors")
+    _two_processes(args + ["--epochs", "1", "--keep-checkpoint"], tmp_path / "part.safetensors")
+    assert (tmp_path / "part.ckpt.safetensors").is_file()
+    resumed, stdout = _two_processes(args + ["--epochs", "2", "--resume"], tmp_path / "part.safetensors")
+    assert "resuming digits-linear after epoch 1" in stdout
+    for k in whole:
+        assert torch.equal(resumed[k], whole[k]), k
+    card = json.loads((tmp_path / "part.json").read_text())
+    assert [(r["from_epoch"], r["world_size"]) for r in card["runs"]] == [(0, 2), (1, 2)]

@@ -457,11 +457,11 @@ def train(
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "history": history,
     }
-    if not shard.is_main:
-        return card
-    save(model, out, card)
-    if not keep_checkpoint:
-        for p in _ckpt_paths(out):
-            p.unlink(missing_ok=True)
-    log(f"wrote {out} and {out.with_suffix('.json')}: test accuracy {tc / tn:.4f} ({tc}/{tn})")
+    if shard.is_main:
+        save(model, out, card)
+        if not keep_checkpoint:
+            for p in _ckpt_paths(out):
+                p.unlink(missing_ok=True)
+        log(f"wrote {out} and {out.with_suffix('.json')}: test accuracy {tc / tn:.4f} ({tc}/{tn})")
+    shard.broadcast(None)  # the ranks leave together (a rank tearing the process group down early aborts)
     return card
