@@ -11,8 +11,8 @@ Resume: each rank appends its finished units to its own shard file (`SIDECAR.ran
 folds every shard file into the main sidecar when the gather is done, and also at the start of any
 later run (sharded or not, with any number of ranks), so an interrupted sharded run resumes.
 
-Adversarial training under DistributedDataParallel is not wired here: defenses/adversarial.py
-(the adversarial-training issue) is written concurrently; it would use `init_from_env` the same way.
+Training (`teamattack train`, plain or adversarial) joins the process group with `init_from_env`
+the same way and shares each batch over the ranks (teamattack.zoo.train, "Several processes").
 """
 from __future__ import annotations
 

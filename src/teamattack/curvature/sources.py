@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, hessian, vmap
+from torch.func import functional_call, grad, hessian, jvp, vmap
 
 from ..counting import CountingModel
 from ..goal import Goal
@@ -133,9 +133,62 @@ def exact_lowrank(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=N
     return Expansion(f, g, Q=A.transpose(1, 2), Hs=Ha, source="exact")
 
 
+def hvp_bytes(model: nn.Module, obj: Objective | None, x1: torch.Tensor, y1: torch.Tensor | None = None,
+              target1: torch.Tensor | None = None, other1: torch.Tensor | None = None) -> int:
+    """Bytes the autograd graph saves for one example's objective and its input gradient (kept for
+    a second derivative): what each Hessian-vector product of that example holds (the tangent of
+    every saved tensor).
+
+    Measured, not guessed: ``torch.autograd.graph.saved_tensors_hooks`` counts every tensor the
+    forward pass and the ``create_graph`` backward save, each once, the model's
+    parameters and buffers excluded (the HVPs share them). Device-agnostic (a probe on the
+    1-image batch ``x1``). ``obj`` None: the log-sum-exp of the logits (a softmax objective's
+    graph, to within a few logit-sized tensors of any other).
+    """
+    m = _raw(model)
+    params = {k: v.detach() for k, v in m.named_parameters()}  # as exact_dense: no weight gradients
+    buffers = dict(m.named_buffers())
+    shared = {t.untyped_storage().data_ptr() for t in (*params.values(), *buffers.values())}
+    counted: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() not in shared:  # each tensor once (by its data), its own bytes
+            counted[t.data_ptr()] = max(counted.get(t.data_ptr(), 0), t.numel() * t.element_size())
+        return t
+
+    xr = x1[:1].detach().requires_grad_(True)
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        z = functional_call(m, (params, buffers), (xr,))
+        f = torch.logsumexp(z, dim=1) if obj is None else obj(z, y1[:1], _first(target1), _first(other1))
+        if f.requires_grad:
+            torch.autograd.grad(f.sum(), xr, create_graph=True)
+    return sum(counted.values())
+
+
+def _first(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t[:1]
+
+
+# An HVP in flight holds more than the tangents of the saved graph (temporaries of each layer):
+# the process's peak grew 1.3-1.8x the saved-graph count on the CIFAR-10 ResNet56 and Table I nets (docs/engine.md)
+HVP_OVERHEAD = 2.0
+
+
+def dense_chunks(per_hvp: float, B: int, n: int, memory_bytes: float) -> tuple[int, int]:
+    """(examples, HVPs per example) that :func:`exact_dense` runs at once so that the B n x n result
+    plus ``HVP_OVERHEAD * per_hvp`` bytes per HVP in flight stay within ``memory_bytes`` (at least 1 x 1)."""
+    budget = memory_bytes - 4.0 * B * n * n
+    at_once = max(1, int(budget // max(HVP_OVERHEAD * per_hvp, 1.0)))
+    if at_once >= n:
+        return max(1, min(B, at_once // n)), n
+    return 1, at_once
+
+
 def exact_dense(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, other=None,
                 memory_bytes: float = 2e9) -> Expansion:
-    """Full per-example Hessian by forward-over-reverse autodiff (torch.func), chunked by memory."""
+    """Full per-example Hessian: n Hessian-vector products (forward-over-reverse, torch.func) per
+    example, run as many at once as ``memory_bytes`` allows (:func:`dense_chunks`, with
+    :func:`hvp_bytes` measured on the first example)."""
     m = _raw(model)
     params = {k: v.detach() for k, v in m.named_parameters()}
     buffers = dict(m.named_buffers())
@@ -148,14 +201,22 @@ def exact_dense(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=Non
         z = functional_call(m, (params, buffers), (xi.reshape(1, *shape),))
         return obj(z, yi[None], ti[None] if target is not None else None, oi[None] if other is not None else None)[0]
 
-    # activations of one example pushed through n tangents: budget ~ 64 n^2 bytes per example
-    chunk = max(1, int(memory_bytes // max(64.0 * n * n, 1.0)))
+    grad_f = grad(f_single)
+
+    def hvps(xi, yi, ti, oi, V):  # rows H v for the tangents v of V (c, n)
+        return vmap(lambda v: jvp(lambda z: grad_f(z, yi, ti, oi), (xi,), (v,))[1])(V)
+
+    per_hvp = hvp_bytes(model, obj, x[:1], y[:1], target, other)
+    e, c = dense_chunks(per_hvp, B, n, memory_bytes)
+    eye = torch.eye(n, dtype=x.dtype, device=x.device)
     Hs, gs, fs = [], [], []
     xf = x.detach().reshape(B, n)
-    for i in range(0, B, chunk):
-        sl = slice(i, i + chunk)
-        Hs.append(vmap(hessian(f_single))(xf[sl], y[sl], t[sl], o[sl]))
-        gs.append(vmap(grad(f_single))(xf[sl], y[sl], t[sl], o[sl]))
+    for i in range(0, B, e):
+        sl = slice(i, i + e)
+        rows = [vmap(hvps, in_dims=(0, 0, 0, 0, None))(xf[sl], y[sl], t[sl], o[sl], eye[j:j + c])
+                for j in range(0, n, c)]
+        Hs.append(torch.cat(rows, dim=1).transpose(1, 2))       # row k of the stack is H e_k = column k
+        gs.append(vmap(grad_f)(xf[sl], y[sl], t[sl], o[sl]))
         with torch.no_grad():
             fs.append(obj(m(x[sl]), y[sl], t[sl] if target is not None else None, o[sl] if other is not None else None))
     H = torch.cat(Hs)
@@ -246,19 +307,24 @@ def choose(model: nn.Module, obj: Objective, x: torch.Tensor, y, target=None, mo
         return "none", "the objective's Hessian is zero here (piecewise-linear logits): first order is exact"
     if mode != "paper":
         return "none", f"mode {mode!r} re-expands and judges every step by the network: curvature measured not to pay off"
-    need = curvature_bytes(model, x)
+    need = curvature_bytes(model, x, obj=obj, y=probe.y, target=probe.target)
     if has_smooth_top(model) and need["exact-lowrank"] <= memory_bytes:
         return "exact", "piecewise-linear features below a smooth layer: exact low-rank Hessian"
     if n <= dense_max_n and need["exact-dense"] <= memory_bytes:
         return "exact", f"n = {n}: the dense Hessian fits in memory"
+    if n > dense_max_n:
+        return "krylov", f"n = {n} > {dense_max_n}: n HVPs per example cost too much time; Hessian-free Lanczos"
     return "krylov", (f"n = {n}: the exact Hessian needs {need['exact-dense'] / 1e9:.3g} GB for this batch "
                       f"(bound {memory_bytes / 1e9:.3g} GB): Hessian-free Lanczos")
 
 
-def curvature_bytes(model: nn.Module, x: torch.Tensor, k: int = 20) -> dict[str, float]:
+def curvature_bytes(model: nn.Module, x: torch.Tensor, k: int = 20, obj: Objective | None = None,
+                    y: torch.Tensor | None = None, target: torch.Tensor | None = None) -> dict[str, float]:
     """Bytes each curvature source holds for the batch x (float32), without forming anything.
 
-    exact-dense: the B n x n Hessians plus one example's forward-over-reverse pass (~64 n^2);
+    exact-dense: the B n x n Hessians plus one Hessian-vector product's activations
+    (``HVP_OVERHEAD`` x :func:`hvp_bytes`, measured on x[:1] with ``obj``, or a softmax probe without it): the least
+    :func:`exact_dense` runs in (it runs more HVPs at once when ``memory_bytes`` allows);
     exact-lowrank: the Jacobian of the smooth layer's input (B p n) and its p x p Hessians (nets
     with a smooth top only, else inf); krylov: the B k n Lanczos basis; ggn / none: the gradients.
     """
@@ -268,7 +334,11 @@ def curvature_bytes(model: nn.Module, x: torch.Tensor, k: int = 20) -> dict[str,
         with torch.no_grad():
             p = _raw(model).features(x[:1]).shape[1]
         lowrank = 4.0 * B * p * (n + p)
-    return {"exact-dense": 4.0 * B * n * n + 64.0 * n * n, "exact-lowrank": lowrank,
+    if obj is not None and y is None:
+        with torch.no_grad():
+            y = model(x[:1]).argmax(1)
+    dense = 4.0 * B * n * n + HVP_OVERHEAD * hvp_bytes(model, obj, x[:1], y, target)
+    return {"exact-dense": dense, "exact-lowrank": lowrank,
             "krylov": 4.0 * B * (k + 2) * n, "ggn": 4.0 * B * 2 * n, "none": 4.0 * B * n}
 
 

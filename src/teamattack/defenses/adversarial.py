@@ -19,6 +19,12 @@ per epoch, resumable after ``kill -9`` to the same weights):
   training set and the adversarial set once; every step trains on a clean batch plus its share
   of the adversarial set). They are cached beside ``out`` (``<stem>.offline.safetensors``).
 
+Under ``torchrun --nproc-per-node K`` (teamattack.zoo.train's "Several processes") each rank
+attacks its own slice of every global batch against the current weights; the attack's seed also
+depends on the rank (K = 1: the seeds above), so only attacks without randomness (PGD without
+random start, FGSM, ...) give the examples of one process. Offline: rank 0 crafts (and caches) the
+adversarial set, the other ranks read the cache; each step's share of it is split like the batch.
+
 ``attack`` is an :class:`AttackSpec` (a library attack by name, rebuilt at any eps: needed for
 the eps ramp), an :class:`~teamattack.attacks.base.Attack` (its ``model`` is pointed at the model
 it attacks), or a factory ``model -> Attack``. Examples of an attack not built at the budget (a
@@ -50,9 +56,16 @@ from ..zoo.train import TrainBatch, _batch_to_float, train
 
 TEAM_NAMES = {"team-linf": "linf", "team-l2": "l2"}
 
-def _derived_seed(seed: int, epoch: int, step: int) -> int:
-    """One seed per (seed, epoch, step); epoch -1 is the offline crafting."""
-    return (seed * 1_000_003 + (epoch + 1) * 100_003 + step) % (2**31 - 1)
+def _derived_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
+    """One seed per (seed, epoch, step, rank); epoch -1 is the offline crafting."""
+    return (seed * 1_000_003 + (epoch + 1) * 100_003 + step + rank * 15_485_863) % (2**31 - 1)
+
+
+def _shard():
+    """This process's Shard (rank, world): joins torchrun's process group if launched, else Shard(0, 1)."""
+    from ..bench.distributed import init_from_env
+
+    return init_from_env(torch.device("cpu"))[0]
 
 
 @dataclass(frozen=True)
@@ -213,7 +226,7 @@ class OnlinePerturb:
     """The ``perturb`` hook of online adversarial training (see the module docstring)."""
 
     def __init__(self, attack, eps: float | None, mix: float, ramp_epochs: float, seed: int,
-                 norm: str | None = None) -> None:
+                 norm: str | None = None, rank: int = 0) -> None:
         if not 0.0 < mix <= 1.0:
             raise ValueError(f"mix must be in (0, 1]; got {mix}")
         if ramp_epochs < 0:
@@ -221,6 +234,7 @@ class OnlinePerturb:
         if ramp_epochs > 0 and eps is None:
             raise ValueError("an eps ramp needs eps")
         self.attack, self.eps, self.mix, self.ramp, self.seed, self.norm = attack, eps, mix, ramp_epochs, seed, norm
+        self.rank = rank  # the process's rank (its attacks' seeds differ from the other ranks')
 
     def eps_at(self, epoch: int, step: int, steps_per_epoch: int) -> float | None:
         """The budget of this step: eps, or eps * (position / ramp_epochs) during the ramp."""
@@ -234,7 +248,7 @@ class OnlinePerturb:
         eps = self.eps_at(epoch, step, steps_per_epoch)
         model.eval()
         try:
-            x_adv, ok = _attack_batch(self.attack, model, x, y, _derived_seed(self.seed, epoch, step), eps,
+            x_adv, ok = _attack_batch(self.attack, model, x, y, _derived_seed(self.seed, epoch, step, self.rank), eps,
                                       self.norm)
             extra = {"adv_success": float(ok.float().mean())}
             if self.ramp:
@@ -253,10 +267,11 @@ class OnlinePerturb:
 
 
 class OfflinePerturb:
-    """The ``perturb`` hook of offline training: each step adds its share of a fixed adversarial set."""
+    """The ``perturb`` hook of offline training: each step adds its share of a fixed adversarial set
+    (split over ``world`` processes like the batch: rank ``rank`` adds its slice of the share)."""
 
-    def __init__(self, x_adv: torch.Tensor, y_adv: torch.Tensor, seed: int) -> None:
-        self.x_adv, self.y_adv, self.seed = x_adv, y_adv, seed
+    def __init__(self, x_adv: torch.Tensor, y_adv: torch.Tensor, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.x_adv, self.y_adv, self.seed, self.rank, self.world = x_adv, y_adv, seed, rank, world
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int,
                  steps_per_epoch: int) -> TrainBatch:
@@ -264,6 +279,10 @@ class OfflinePerturb:
         k = math.ceil(m / steps_per_epoch)
         perm = torch.randperm(m, generator=torch.Generator().manual_seed(_derived_seed(self.seed, epoch, -1)))
         idx = perm[step * k : (step + 1) * k]
+        if self.world > 1:
+            from ..zoo.train import rank_slice
+
+            idx = rank_slice(idx, self.rank, self.world)
         xb, yb = torch.cat([x, self.x_adv[idx]]), torch.cat([y, self.y_adv[idx]])
         clean = torch.arange(len(yb)) < len(y)
         return TrainBatch(xb, yb, torch.full((len(yb),), 1.0 / len(yb)), {"clean": clean, "adv": ~clean})
@@ -364,6 +383,7 @@ def adversarial_train(
         eps = attack.eps if isinstance(attack, AttackSpec) else getattr(attack, "eps", None)
     norm = attack.norm if isinstance(attack, (AttackSpec, Attack)) else None
     out = _weights_path(out)
+    shard = _shard()
     extra: dict = {"adversarial": {"mode": "offline" if offline else "online", "attack": _describe(attack),
                                    "eps": eps}}
     if init is not None:
@@ -373,14 +393,19 @@ def adversarial_train(
             natural = init if init is not None else arch
         nat = registry.load(natural) if isinstance(natural, (str, Path)) else natural
         stem = out.name[: -len(".safetensors")]
+        cache = out.with_name(stem + ".offline.safetensors")
+        if shard.world > 1:  # rank 0 crafts and caches; the others read its cache
+            if shard.is_main:
+                offline_examples(attack, nat, dataset, offline_n, seed, root, eps=eps, norm=norm, cache=cache, log=log)
+            shard.broadcast(None)  # a barrier
         x_adv, y_adv, info = offline_examples(attack, nat, dataset, offline_n, seed, root, eps=eps, norm=norm,
-                                              cache=out.with_name(stem + ".offline.safetensors"), log=log)
+                                              cache=cache, log=log if shard.is_main else (lambda _m: None))
         extra["adversarial"].update(natural=(getattr(nat, "card", {}) or {}).get("name", "given model"),
                                     offline_n=offline_n, **info)
-        hook = OfflinePerturb(x_adv, y_adv, seed)
+        hook = OfflinePerturb(x_adv, y_adv, seed, shard.rank, shard.world)
     else:
         extra["adversarial"].update(mix=mix, ramp_epochs=ramp_epochs)
-        hook = OnlinePerturb(attack, eps, mix, ramp_epochs, seed, norm)
+        hook = OnlinePerturb(attack, eps, mix, ramp_epochs, seed, norm, shard.rank)
     return train(arch, out, dataset=dataset, epochs=epochs, seed=seed, resume=resume, root=root, threads=threads,
                  progress=progress, command=command, log=log, card_extra=extra, perturb=hook, init=init,
                  **train_kwargs)

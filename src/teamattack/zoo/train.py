@@ -15,6 +15,14 @@
 - ``perturb`` (adversarial training, teamattack.defenses.adversarial): a per-batch hook that
   replaces the batch by the one to train on (:class:`TrainBatch`); its running losses per part
   (e.g. clean / adversarial) and extra numbers go to the progress bar and the history.
+- Several processes (``torchrun --nproc-per-node K``; teamattack.bench.distributed.init_from_env):
+  every rank builds the same seeded model and draws the same permutation (and augmentation) of
+  each global batch, then takes its contiguous slice (:func:`rank_slice`); the ``perturb`` hook
+  sees only that slice. Each rank's loss is scaled by its share of the step's rows and the
+  gradients are summed with one all_reduce, so a step is one process's full-batch step up to the
+  order of float additions (BatchNorm statistics stay per rank, as under DDP without
+  SyncBatchNorm; rank 0's buffers are sent to every rank after each epoch). Only rank 0 logs
+  and writes the checkpoint, the weights and the card (``world_size``).
 """
 from __future__ import annotations
 
@@ -94,6 +102,40 @@ class TrainBatch:
 
 # perturb(model, x, y, epoch, step, steps_per_epoch) -> TrainBatch; called with the model in train mode
 Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor, int, int, int], TrainBatch]
+
+
+def rank_slice(idx: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """Rank ``rank``'s contiguous share of a global batch's rows (sizes differ by at most one)."""
+    return torch.tensor_split(idx, world)[rank]
+
+
+def _all_reduce_grads(model: nn.Module) -> None:
+    """Sum every parameter's gradient over the ranks (one flat buffer; a missing gradient counts as 0)."""
+    import torch.distributed as dist
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad.copy_(g.view_as(p))
+
+
+def _broadcast_buffers(model: nn.Module) -> None:
+    import torch.distributed as dist
+
+    for b in model.buffers():
+        dist.broadcast(b, src=0)
+
+
+def _sum_over_ranks(values: list[float]) -> list[float]:
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
 
 
 def _batch_to_float(images: torch.Tensor) -> torch.Tensor:
@@ -255,6 +297,13 @@ def train(
     out = Path(out)
     if out.suffix != ".safetensors":
         out = out.with_name(out.name + ".safetensors")
+    from ..bench.distributed import init_from_env
+
+    shard, _ = init_from_env(torch.device("cpu"))  # Shard(0, 1) without a launcher
+    if batch_size < shard.world:
+        raise ValueError(f"batch_size {batch_size} is smaller than the {shard.world} processes sharing each batch")
+    if not shard.is_main:
+        log, progress = (lambda _m: None), False
 
     images, labels = data.load_arrays(dataset, "train", root)
     x_all = torch.from_numpy(images.copy())
@@ -298,7 +347,7 @@ def train(
             runs = meta.get("runs") or [{"command": None, "from_epoch": 0, "epochs": meta["settings"]["epochs"]}]
             log(f"resuming {arch} after epoch {start_epoch} ({elapsed:.0f} s of training so far)")
 
-    runs = runs + [{"command": command, "from_epoch": start_epoch, "epochs": epochs}]
+    runs = runs + [{"command": command, "from_epoch": start_epoch, "epochs": epochs, "world_size": shard.world}]
     tty = sys.stderr.isatty()
     model.train()
     for epoch in range(start_epoch, epochs):
@@ -312,40 +361,62 @@ def train(
         for s in bar:
             idx = perm[s * batch_size : (s + 1) * batch_size]
             xb, yb = _batch_to_float(x_all[idx]), y_all[idx]
-            if augment:
+            if augment:  # the whole global batch, so that every rank draws the same numbers
                 xb = augment_batch(xb, g, pad, flip)
+            if shard.world > 1:
+                mine = rank_slice(torch.arange(len(idx)), shard.rank, shard.world)
+                idx, xb, yb = idx[mine], xb[mine], yb[mine]
             step_lr = lr_at(epoch * steps_per_epoch + s, total_steps, lr, schedule)
             for group in opt.param_groups:
                 group["lr"] = step_lr
-            if perturb is not None:
-                tb = perturb(model, xb, yb, epoch, s, steps_per_epoch)
-                xb, yb = tb.x, tb.y
-            logits = model(xb)
-            if soft_targets is not None:
-                loss = -(soft_targets[idx] * F.log_softmax(logits / temperature, dim=1)).sum(1).mean()
-            elif perturb is not None:
-                per = F.cross_entropy(logits / temperature, yb, reduction="none")
-                loss = (per * tb.weight).sum()
-                per = per.detach()
-                for name, mask in tb.parts.items():
-                    t = terms.setdefault(f"{name}_loss", [0.0, 0])
-                    t[0], t[1] = t[0] + float(per[mask].sum()), t[1] + int(mask.sum())
-                for name, v in tb.extra.items():
-                    t = terms.setdefault(name, [0.0, 0])
-                    t[0], t[1] = t[0] + float(v) * len(idx), t[1] + len(idx)
+            if len(idx) == 0:  # more ranks than rows in this (last) batch: this rank adds nothing
+                loss = logits = None
             else:
-                loss = F.cross_entropy(logits / temperature, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+                if perturb is not None:
+                    tb = perturb(model, xb, yb, epoch, s, steps_per_epoch)
+                    xb, yb = tb.x, tb.y
+                logits = model(xb)
+                if soft_targets is not None:
+                    loss = -(soft_targets[idx] * F.log_softmax(logits / temperature, dim=1)).sum(1).mean()
+                elif perturb is not None:
+                    per = F.cross_entropy(logits / temperature, yb, reduction="none")
+                    loss = (per * tb.weight).sum()
+                    per = per.detach()
+                    for name, mask in tb.parts.items():
+                        t = terms.setdefault(f"{name}_loss", [0.0, 0])
+                        t[0], t[1] = t[0] + float(per[mask].sum()), t[1] + int(mask.sum())
+                    for name, v in tb.extra.items():
+                        t = terms.setdefault(name, [0.0, 0])
+                        t[0], t[1] = t[0] + float(v) * len(idx), t[1] + len(idx)
+                else:
+                    loss = F.cross_entropy(logits / temperature, yb)
+            rows = 0 if logits is None else len(yb)
+            opt.zero_grad(set_to_none=True)  # (after the hook: an attack may leave gradients behind)
+            if shard.world > 1:
+                # the losses are means over this rank's rows: weighted by its share of the step's
+                # rows, their gradients summed over the ranks are the full batch's gradient
+                (total,) = _sum_over_ranks([float(rows)])
+                if loss is not None:
+                    (loss * (rows / total)).backward()
+                _all_reduce_grads(model)
+            else:
+                loss.backward()
             opt.step()
-            loss_sum += float(loss.detach()) * len(yb)
-            correct += int((logits.argmax(1) == yb).sum())
-            seen += len(yb)
-            if s % 20 == 0 or perturb is not None:
+            if loss is not None:
+                loss_sum += float(loss.detach()) * rows
+                correct += int((logits.argmax(1) == yb).sum())
+                seen += rows
+            if shard.is_main and (s % 20 == 0 or perturb is not None):
                 running = {k: f"{v[0] / max(v[1], 1):.4f}" for k, v in terms.items()}
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", **running,
-                                lr=f"{step_lr:.2e}", refresh=False)
+                bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", acc=f"{correct / max(seen, 1):.4f}",
+                                **running, lr=f"{step_lr:.2e}", refresh=False)
         bar.close()
+        if shard.world > 1:  # the epoch's numbers over every rank's rows; rank 0's buffers everywhere
+            names = sorted(terms)
+            sums = _sum_over_ranks([loss_sum, correct, seen] + [v for k in names for v in terms[k]])
+            loss_sum, correct, seen = sums[0], int(sums[1]), int(sums[2])
+            terms = {k: [sums[3 + 2 * i], sums[4 + 2 * i]] for i, k in enumerate(names)}
+            _broadcast_buffers(model)
         tc, tn = evaluate(model, x_test, y_test)
         dt = time.time() - t0
         elapsed += dt
@@ -355,8 +426,9 @@ def train(
         log(f"{arch} epoch {epoch + 1}/{epochs}: train loss {loss_sum / seen:.4f} acc {correct / seen:.4f} | "
             + "".join(f"{k} {v:.4f} | " for k, v in running.items())
             + f"test acc {tc / tn:.4f} ({tc}/{tn}) | {dt:.1f} s")
-        _save_checkpoint(out, model, opt, {"epoch": epoch + 1, "settings": settings, "history": history, "runs": runs,
-                                           "training_time_s": elapsed})
+        if shard.is_main:
+            _save_checkpoint(out, model, opt, {"epoch": epoch + 1, "settings": settings, "history": history, "runs": runs,
+                                               "training_time_s": elapsed})
 
     model.eval()
     tc, tn = evaluate(model, x_test, y_test)
@@ -380,13 +452,16 @@ def train(
         "schedule_changed_on_resume": len({r["epochs"] for r in runs}) > 1,
         "training_time_s": round(elapsed, 1),
         "threads": torch.get_num_threads(),
+        "world_size": shard.world,  # processes that shared each batch (teamattack.bench.distributed)
         "torch_version": torch.__version__,
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "history": history,
     }
-    save(model, out, card)
-    if not keep_checkpoint:
-        for p in _ckpt_paths(out):
-            p.unlink(missing_ok=True)
-    log(f"wrote {out} and {out.with_suffix('.json')}: test accuracy {tc / tn:.4f} ({tc}/{tn})")
+    if shard.is_main:
+        save(model, out, card)
+        if not keep_checkpoint:
+            for p in _ckpt_paths(out):
+                p.unlink(missing_ok=True)
+        log(f"wrote {out} and {out.with_suffix('.json')}: test accuracy {tc / tn:.4f} ({tc}/{tn})")
+    shard.broadcast(None)  # the ranks leave together (a rank tearing the process group down early aborts)
     return card
