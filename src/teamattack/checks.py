@@ -38,6 +38,12 @@ class RandomisedModelWarning(ModelWarning):
     """Two forward passes of the same input differ: the model is randomised."""
 
 
+
+def dead_gradients(g: torch.Tensor) -> torch.Tensor:
+    """Per example: the input gradient is all zero or has a non-finite entry (it cannot move it)."""
+    flat = g.reshape(len(g), -1)
+    return (flat.abs().amax(1) == 0) | ~torch.isfinite(flat).all(1)
+
 def warn_if_probabilities(logits: torch.Tensor) -> None:
     """ProbabilityOutputWarning when every row is a probability vector (entries in [0, 1] summing
     to 1) or a log-probability vector (entries <= 0 with logsumexp 0)."""
@@ -90,8 +96,7 @@ def warn_if_zero_gradients(model, x: torch.Tensor, goal, share: float = 0.1) -> 
             if g is None:
                 dead = torch.ones(len(x), dtype=torch.bool)
             else:
-                flat = g.reshape(len(x), -1)
-                dead = (flat.abs().amax(1) == 0) | ~torch.isfinite(flat).all(1)
+                dead = dead_gradients(g)
     if float(dead.float().mean()) >= share:
         warnings.warn(
             f"the input gradient of the decision margin is zero or non-finite on {int(dead.sum())} of "
@@ -128,8 +133,7 @@ def warn_if_saturated(model, objective, x, y, target, share: float = 0.5) -> Non
         xg = x.detach().clone().requires_grad_(True)
         value = objective(model(xg), y, target)
         (g,) = torch.autograd.grad(value.sum(), xg)
-    flat = g.reshape(len(x), -1)
-    dead = (flat.abs().amax(1) == 0) | ~torch.isfinite(flat).all(1)
+    dead = dead_gradients(g)
     if float(dead.float().mean()) >= share:
         warnings.warn(
             f"the softmax of objective {objective.name} is saturated: its input gradient is zero or "
