@@ -172,3 +172,46 @@ def test_reproduce_all_runs_each_experiment_and_writes_the_index(tmp_path, monke
     assert "[e5-synthetic-digits.json](e5-synthetic-digits.json)" in index
     assert "[e5-synthetic-digits.png](e5-synthetic-digits.png)" in index
     assert "failed: RuntimeError: no data" in index
+
+
+# ---------------------------------------------------------------------------------------------
+# torchrun: the experiments that shard split their images over the ranks (bench/distributed.py)
+# ---------------------------------------------------------------------------------------------
+def _no_timings(obj):  # wall time, peak memory and the tables that print them vary between runs
+    if isinstance(obj, dict):
+        return {k: _no_timings(v) for k, v in obj.items()
+                if "seconds" not in k and "peak_memory" not in k and k not in ("command", "markdown")}
+    if isinstance(obj, list):
+        return [_no_timings(v) for v in obj]
+    return obj
+
+
+def test_sharded_reproduce_writes_what_one_process_writes(tmp_path):
+    """`torchrun --nproc-per-node 2 -m teamattack.cli reproduce e2-table5 ...` (gloo, CPU) with three
+    units per attack: the same records as one process, one resume file holding every rank's units
+    and no shard file left; an experiment that does not shard is refused under torchrun."""
+    import os
+    import subprocess
+    import sys
+
+    import teamattack
+
+    src = str(Path(teamattack.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    args = ["reproduce", "e2-table5", "--dataset", "digits", "-n", "12", "--batch-size", "4", "--no-progress",
+            "--threads", "1"]
+    cli = [sys.executable, "-m", "teamattack.cli"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                "-m", "teamattack.cli"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run(cli + args + ["--out", str(one)], env=env, check=True, capture_output=True, timeout=120)
+    run = subprocess.run(torchrun + args + ["--out", str(two)], env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    a, b = (json.loads((d / "e2-table5-digits.json").read_text()) for d in (one, two))
+    assert _no_timings(a) == _no_timings(b) and len(a["runs"]) >= 9
+    side = [(d / "e2-table5-digits.partial.jsonl").read_text().splitlines() for d in (one, two)]
+    assert len(side[1]) == len(side[0]) > 1 + 3 and not list(two.glob("*.rank*"))
+    assert sorted(json.loads(s)["key"] for s in side[1][1:]) == sorted(json.loads(s)["key"] for s in side[0][1:])
+    refused = subprocess.run(torchrun + ["reproduce", "e3-taylor", "--dataset", "digits", "-n", "2", "--out",
+                                         str(tmp_path / "e3")], env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "does not split its work over processes" in refused.stderr

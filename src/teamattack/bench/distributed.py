@@ -7,9 +7,12 @@ b with b % world == r (so the images are split over the ranks, each unit still s
 key), the per-unit arrays are gathered on every rank, and the records are assembled from them:
 identical to one process's (timings aside). Only rank 0 prints and writes files.
 
-Resume: each rank appends its finished units to its own shard file (`SIDECAR.rank<r>`); rank 0
-folds every shard file into the main sidecar when the gather is done, and also at the start of any
-later run (sharded or not, with any number of ranks), so an interrupted sharded run resumes.
+Resume: each rank r > 0 appends its finished units to its own shard file (`SIDECAR.rank<r>`),
+rank 0 to the sidecar itself; rank 0
+copies every gathered unit into the main sidecar after each gather and removes the shard files when
+the run is over (`ShardStore.finish`); at the start of any later run (sharded or not, with any
+number of ranks) leftover shard files are folded into the sidecar, so an interrupted sharded run
+resumes. A store may serve several gathers (`teamattack reproduce` runs one per table group).
 
 Training (`teamattack train`, plain or adversarial) joins the process group with `init_from_env`
 the same way and shares each batch over the ranks (teamattack.zoo.train, "Several processes").
@@ -143,31 +146,42 @@ def shard_files(path: str | os.PathLike) -> list[Path]:
 
 class ShardStore:
     """A rank's view of the resume files: finished units from the main sidecar and its own shard
-    file; new units go to its shard file until `absorb` (after the gather) moves them into the main
-    sidecar (rank 0) and removes the shard files."""
+    file. New units go to its shard file (rank 0's own file is the main sidecar); after each gather `absorb` copies every rank's units into
+    the main sidecar (rank 0, its only writer); `finish` removes the shard files at the end."""
 
     def __init__(self, main, own, path: str | os.PathLike, is_main: bool) -> None:
         self.main, self.own, self.path, self.is_main = main, own, Path(path), is_main
 
     @property
     def units(self) -> dict[str, dict]:
-        return {**self.main.units, **(self.own.units if self.own is not None else {})}
+        return {**self.main.units, **self.own.units}
 
     def get(self, key: str) -> dict | None:
-        v = self.own.get(key) if self.own is not None else None
+        v = self.own.get(key)
         return v if v is not None else self.main.get(key)
 
     def put(self, key: str, value: dict) -> None:
-        (self.own if self.own is not None else self.main).put(key, value)
+        self.own.put(key, value)
 
     def absorb(self, values: dict) -> None:
-        self.own = None
+        """After a gather: rank 0 copies the units it lacks into the main sidecar."""
         if self.is_main:
             for k, v in values.items():
                 if self.main.get(k) is None:
                     self.main.put(k, v)
+
+    def finish(self) -> None:
+        """At the end of the run, after the last gather (no rank writes any more): rank 0 removes
+        the shard files, whose units are all in the main sidecar by now."""
+        if self.is_main:
             for f in shard_files(self.path):
                 f.unlink()
+
+
+def finish(store) -> None:
+    """End a run's resume store: a ShardStore's shard files are removed (a Sidecar needs nothing)."""
+    if isinstance(store, ShardStore):
+        store.finish()
 
 
 def fold_shards(main, path: str | os.PathLike, header: dict, fresh: bool = False) -> int:
@@ -207,5 +221,5 @@ def open_store(path: str | os.PathLike, header: dict, shard: Shard, fresh: bool 
         return main
     if not shard.is_main:
         main = Sidecar(path, header)
-    own = Sidecar(f"{path}.rank{shard.rank}", header)
+    own = main if shard.is_main else Sidecar(f"{path}.rank{shard.rank}", header)  # rank 0 writes the sidecar
     return ShardStore(main, own, path, shard.is_main)

@@ -116,6 +116,7 @@ def _run(args, specs, targeted, eps_list, shard, dev) -> int:
         exact=args.exact, exact_time_limit=args.exact_time_limit, progress=progress(args),
         log=log, shard=shard,
     )
+    distributed.finish(store)
     if not shard.is_main:
         return 0
     doc = harness.bench_document(meta, result)

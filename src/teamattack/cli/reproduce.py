@@ -17,7 +17,8 @@ def _epilog() -> str:
         default = "all" if e.default_n is None else e.default_n
         lines.append(f"  {name:<16} {e.help}")
         data = f"; --dataset {'|'.join(e.datasets)}" if e.datasets else ""
-        lines.append(f"  {'':<16} -n: {e.n_means}, default {default}{data}")
+        shards = "; shards under torchrun" if e.shards else ""
+        lines.append(f"  {'':<16} -n: {e.n_means}, default {default}{data}{shards}")
     return "\n".join(lines)
 
 
@@ -25,7 +26,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "reproduce", help="reproduce a paper experiment (JSON + Markdown + PNG), or all of them",
         description="Run one registered experiment (or `all`); PNGs and tables go to --out, results to --json. "
-                    "Finished work is saved in OUT/NAME-DATASET.partial.jsonl: rerunning resumes.",
+                    "Finished work is saved in OUT/NAME-DATASET.partial.jsonl: rerunning resumes. Under "
+                    "`torchrun --nproc-per-node K -m teamattack.cli reproduce NAME ...` the experiments marked "
+                    "below split their images over the K processes; rank 0 writes the same files as one process.",
         epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from ..experiments import REGISTRY
@@ -41,6 +44,9 @@ def register(sub) -> None:
     p.add_argument("--data-root", default=None, help="folder with the datasets (default: $TEAMATTACK_DATA)")
     p.add_argument("--skip", default="", help="comma-separated attacks to leave out (e1, e2: e.g. cw-9x1000)")
     p.add_argument("--fresh", action="store_true", help="discard saved partial results and start again")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="e1, e2, e6: images per unit of work (default 100; 300 on CUDA for e6); under torchrun "
+                        "the units are split over the processes, so choose at most N / K")
     # e6-distillation's options (--cache and --epochs also e7's)
     e6 = p.add_argument_group("e6-distillation / e7-adversarial-training")
     e6.add_argument("--temperatures", default=None, help="comma-separated G values (default 1,2,4,6,8,10,20,40,60,80,100)")
@@ -54,18 +60,24 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _context(args: argparse.Namespace, dev=None, main: bool = True):
+def _context(args: argparse.Namespace, dev=None, shard=None):
+    from ..bench.distributed import Shard
     from ..experiments import Context
 
+    shard = shard or Shard()
     return Context(n=args.n, seed=args.seed, device=dev if dev is not None else device(args.device),
-                   data_root=args.data_root, out=Path(args.out), progress=progress(args) and main,
+                   data_root=args.data_root, out=Path(args.out), progress=progress(args) and shard.is_main,
+                   shard=shard, batch_size=args.batch_size,
                    dataset=args.dataset, fresh=args.fresh,
                    skip=tuple(a.strip() for a in args.skip.split(",") if a.strip()), args=args)
 
 
 def _run_one(exp, ctx, args, json_path: Path) -> tuple[dict, float]:
     t0 = time.perf_counter()
-    result = exp.func(ctx)
+    try:
+        result = exp.func(ctx)
+    finally:
+        ctx.finish()
     wall = time.perf_counter() - t0
     payload = {"experiment": exp.name, "description": exp.help, "command": command_line(),
                "seed": args.seed, "device": str(ctx.device), "n_requested": args.n,
@@ -82,16 +94,23 @@ def run(args: argparse.Namespace) -> int:
     exp = get(args.name)
     if args.dataset and not exp.datasets:
         raise UsageError(f"{exp.name} runs on its own data; it takes no --dataset")
-    # under torchrun the bench-based parts (bench.harness.run_bench) split their images over the
-    # ranks (bench/distributed.py); the rest runs on every rank alike; only rank 0 writes the JSON
+    # under torchrun the experiments that shard run their attacks through bench.harness.run_bench,
+    # which splits the images over the ranks (bench/distributed.py; training shares each batch); the
+    # rest of the experiment runs on every rank alike; only rank 0 writes files and reports
     from ..bench import distributed
 
+    if distributed.launched() and not exp.shards:
+        raise UsageError(f"{exp.name} does not split its work over processes; run it without torchrun "
+                         f"(experiments that do: {', '.join(sorted(e.name for e in _sharding()))})")
     shard, dev = distributed.init_from_env(device(args.device))
-    ctx = _context(args, dev, shard.is_main)
+    ctx = _context(args, dev, shard)
     path = Path(args.json) if args.json else ctx.out / exp.json_name(args.dataset or (exp.datasets and "mnist"))
     try:
         if not shard.is_main:
-            exp.func(ctx)
+            try:
+                exp.func(ctx)
+            finally:
+                ctx.finish()
             return 0
         _, wall = _run_one(exp, ctx, args, path)
     finally:
@@ -107,8 +126,13 @@ def run_all(args: argparse.Namespace) -> int:
     from ..experiments import load_all
     from ..experiments.index import Entry, files_in, write_index
 
+    from ..bench import distributed
+
     if args.json:
         raise UsageError("reproduce all: --json names one file; the files go to --out")
+    if distributed.launched():
+        raise UsageError("reproduce all runs in one process; under torchrun name one experiment that shards: "
+                         + ", ".join(sorted(e.name for e in _sharding())))
     ctx = _context(args)
     entries = []
     exps = sorted(load_all().values(), key=lambda e: e.name)
@@ -131,3 +155,9 @@ def run_all(args: argparse.Namespace) -> int:
     print(f"reproduce all: {len(entries) - len(failed)} of {len(entries)} done; index {index}"
           + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
+
+
+def _sharding():
+    from ..experiments import load_all
+
+    return [e for e in load_all().values() if e.shards]

@@ -200,7 +200,7 @@ def _run_group(model, x, y, specs, budget, ctx, store, dataset, min_norm=False) 
 
     if not specs:
         return []
-    res = run_bench(model, x, y, specs, seed=ctx.seed, batch_size=100 if ctx.device.type == "cpu" else 300,
+    res = run_bench(model, x, y, specs, seed=ctx.seed, batch_size=ctx.batch_size or (100 if ctx.device.type == "cpu" else 300),
                     eps_list=None if min_norm else [budget], dataset=dataset, sidecar=store,
                     progress=ctx.progress, log=ctx.log)
     ra = {(r["attack"]): r for r in res["robust_accuracy"]}
@@ -225,10 +225,10 @@ def _run_group(model, x, y, specs, budget, ctx, store, dataset, min_norm=False) 
 
 @register("e6-distillation", "seed 001 Fig 11: ASR of every attack vs the defensive-distillation temperature G "
           "(L0 <= 112, L2 <= 3.0, Linf <= 0.3); options --dataset, --temperatures, --cache, --epochs",
-          default_n=300, datasets=tuple(RECIPES))
+          default_n=300, datasets=tuple(RECIPES), shards=True)
 def e6(ctx: Context) -> dict:
     from .. import zoo
-    from ..bench.harness import Sidecar, load_images, model_fingerprint
+    from ..bench.harness import load_images, model_fingerprint
     from ..defenses import distill
 
     opts = Options.from_context(ctx)
@@ -254,8 +254,8 @@ def e6(ctx: Context) -> dict:
                     root=ctx.data_root, progress=ctx.progress, lr=recipe.lr, log=lambda m: None)
         model = zoo.load(d.student).to(ctx.device)
         x, y, idx = load_images(ds, model, n, seed=ctx.seed, root=ctx.data_root, device=ctx.device)
-        store = Sidecar(ctx.out / "e6-units" / f"{ds}-G{_g_key(g)}.jsonl",
-                        _unit_header(ds, g, model_fingerprint(model), idx, ctx.seed))
+        store = ctx.resume_store(ctx.out / "e6-units" / f"{ds}-G{_g_key(g)}.jsonl",
+                                 _unit_header(ds, g, model_fingerprint(model), idx, ctx.seed))
         entry = {"temperature": g, "student": d.student.name, "teacher": d.teacher.name,
                  "student_test_accuracy": d.student_card["test_accuracy"],
                  "teacher_test_accuracy": d.teacher_card["test_accuracy"], "n_images": len(idx),

@@ -83,10 +83,11 @@ def stem(name: str, dataset: str) -> str:
     return f"{name}-{dataset}"
 
 
-def resume_file(ctx: Context, name: str, dataset: str, header: dict) -> harness.Sidecar:
-    """The resume file OUT/NAME-DATASET.partial.jsonl (ctx.fresh: start again)."""
+def resume_file(ctx: Context, name: str, dataset: str, header: dict):
+    """The resume file OUT/NAME-DATASET.partial.jsonl (ctx.fresh: start again; under torchrun each
+    rank's share of it, `Context.resume_store`)."""
     path = ctx.out / f"{stem(name, dataset)}.partial.jsonl"
-    side = harness.Sidecar(path, {"experiment": name, **header}, fresh=ctx.fresh)
+    side = ctx.resume_store(path, {"experiment": name, **header}, fresh=ctx.fresh)
     if side.units:
         ctx.log(f"{name}: resuming, {len(side.units)} finished units in {path}")
     return side
@@ -99,7 +100,7 @@ def header(s: Setup, **extra) -> dict:
 
 
 def write_markdown(ctx: Context, name: str, dataset: str, text: str) -> str:
-    path = ctx.out / f"{stem(name, dataset)}.md"
+    path = ctx.png(f"{stem(name, dataset)}.md")
     atomic_write_text(path, text.rstrip() + "\n")
     return str(path)
 

@@ -69,9 +69,12 @@ def _keep(rows: Sequence[Row], skip: Sequence[str]) -> list[Row]:
 
 
 def run_rows(ctx: Context, name: str, s: Setup, groups: Sequence[tuple[Sequence[Row], bool]],
-             batch_size: int = 100) -> tuple[list[dict], list[dict]]:
+             batch_size: int | None = None) -> tuple[list[dict], list[dict]]:
     """Run every group (rows, targeted) through the harness with one resume file; the records
-    (per-image-best rows dropped: the papers have none), each with its settings, TEAM mode and paper row."""
+    (per-image-best rows dropped: the papers have none), each with its settings, TEAM mode and paper row.
+    batch_size: images per unit (default `ctx.batch_size`, else 100; under torchrun the units are
+    split over the ranks)."""
+    batch_size = batch_size or ctx.batch_size or 100
     side = resume_file(ctx, name, s.dataset, header(s, seed=ctx.seed, batch_size=batch_size))
     runs, skipped = [], []
     for rows, targeted in groups:
@@ -167,7 +170,7 @@ def e1_rows(default_mode: str) -> tuple[list[Row], list[Row]]:
 
 @register("e1-objectives", "seed 001 Tables II-III / 000 Tables 1-2: TEAM-L2 with T1, T4 (untargeted) and "
           "T2, T3, T5, T6 (targeted: best / average / worst), paper mode beside TEAM's default mode",
-          default_n=300, datasets=DATASETS)
+          default_n=300, datasets=DATASETS, shards=True)
 def e1(ctx: Context) -> dict:
     s = setup(ctx, 300)
     mode = team_mode_default()
@@ -243,7 +246,8 @@ _T5_NOTES = [
 
 
 @register("e2-table4", "seed 001 Table IV / 000 Table 3: targeted TEAM L0 / L2 / Linf vs JSMA, C&W, FGSM "
-          "(best / average / worst), the papers' settings and the strong ones", default_n=300, datasets=DATASETS)
+          "(best / average / worst), the papers' settings and the strong ones", default_n=300, datasets=DATASETS,
+          shards=True)
 def e2_table4(ctx: Context) -> dict:
     s = setup(ctx, 300)
     rows = table4_rows()
@@ -256,7 +260,8 @@ def e2_table4(ctx: Context) -> dict:
 
 
 @register("e2-table5", "seed 001 Table V / 000 Table 4: untargeted TEAM T1 / T4 vs DeepFool, M-DI2-FGSM, PGD, "
-          "the papers' settings and the strong ones", default_n=300, datasets=DATASETS)
+          "the papers' settings and the strong ones", default_n=300, datasets=DATASETS,
+          shards=True)
 def e2_table5(ctx: Context) -> dict:
     s = setup(ctx, 300)
     rows = table5_rows()
