@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_write_text
+from ..zoo.train import DEFAULTS as TRAIN_DEFAULTS
 from . import Context, register
 from .plotting import line_panels
 
@@ -242,8 +243,8 @@ def e6(ctx: Context) -> dict:
     cache = opts.cache or (ctx.out / "e6-cache")
     groups = {k: _select(v, opts) for k, v in attack_groups().items()}
     g_max = max(opts.temperatures)
-    ctx.log(f"e6-distillation on {ds}: {recipe.arch}, teacher and student {epochs} epochs each (Adam, lr "
-            f"{recipe.lr:g}), temperatures {', '.join(map(_g_key, opts.temperatures))}; N = {n} images; "
+    ctx.log(f"e6-distillation on {ds}: {recipe.arch}, teacher and student {epochs} epochs each "
+            f"({TRAIN_DEFAULTS[ds]['optimizer']}, lr {recipe.lr:g}), temperatures {', '.join(map(_g_key, opts.temperatures))}; N = {n} images; "
             f"budgets L0 <= {budgets['l0']:g}, L2 <= {budgets['l2']:g}, Linf <= {budgets['linf']:g}; attacks: "
             + ", ".join(s.name for v in groups.values() for s in v))
     per_g: list[dict] = []
