@@ -198,3 +198,30 @@ def test_team_fixed_budget_rejects_what_its_norm_does_not_take(digits, norm, bad
     model, _, _ = digits
     with pytest.raises(ValueError, match=bad):
         ta.TEAM(model, norm=norm, eps=0.1 if norm != "l0" else 3, **{bad: 2})
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_walk_stops_at_eps_without_changing_what_it_breaks(digits, norm):
+    """`boundary_walk(..., stop_at=eps)` (the fixed-budget walk): an image leaves once a verified
+    point within eps exists, so it breaks exactly the images the full walk breaks within eps, the
+    others keep the full walk's distance, and it costs fewer gradients."""
+    from functools import partial
+
+    from teamattack.attacks.boundary_walk import boundary_walk
+    from teamattack.curvature.sources import expand
+
+    model, x, y = digits
+    first_order = partial(expand, source="none")
+    counts, dists = [], []
+    for stop in (None, "median"):
+        cm = CountingModel(model)
+        eps = None if stop is None else float(dists[0].nanmedian())
+        pts, d = boundary_walk(cm, first_order, x, y, None, norm=norm, steps=30, starts=3, screen=8, stop_at=eps)
+        assert bool((_size(pts - x, norm)[torch.isfinite(d)] <= d[torch.isfinite(d)] + 1e-5).all())
+        counts.append(cm.gradients)
+        dists.append(d)
+    full, stopped = dists
+    inside = full <= eps
+    assert (stopped <= eps).tolist() == inside.tolist() and 0 < int(inside.sum()) < len(full)
+    torch.testing.assert_close(stopped[~inside], full[~inside])
+    assert counts[1] < counts[0]

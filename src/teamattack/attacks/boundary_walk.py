@@ -86,9 +86,11 @@ class _Walks:
     """The state of R walks (rows) and their steps; `advance` moves a subset of rows."""
 
     def __init__(self, model, expand, obj, xr, yr, tr, other, goal: Goal, norm, overshoot, growth, alpha,
-                 temperature: tuple[float, float] | None = None):
-        """Walk r minimises obj(., yr[r], tr[r], other[r]) and succeeds where goal[r] is reached."""
+                 temperature: tuple[float, float] | None = None, stop_at: float | None = None):
+        """Walk r minimises obj(., yr[r], tr[r], other[r]) and succeeds where goal[r] is reached;
+        with `stop_at` a walk stops once it holds a verified point within that distance."""
         self.model, self.expand, self.obj, self.temperature = model, expand, obj, temperature
+        self.stop_at, self.per_image = stop_at, 1   # per_image: consecutive rows that walk one image
         self.xr, self.yr, self.tr, self.other, self.goal = xr, yr, tr, other, goal
         self.norm, self.growth, (self.a0, self.a1) = norm, growth, alpha
         self.p_norm, self.dual = (2, 2) if norm == "l2" else (float("inf"), 1)
@@ -125,8 +127,14 @@ class _Walks:
         """`steps` steps of walks `rows` (alpha's cosine schedule over them), then the true
         network's verdict on where they stand; at most `self.chunk` rows at a time (walks are
         independent: the same result, cheaper per row on CPU, `chunk_rows`)."""
+        if not len(rows):
+            return
         for part in rows.tensor_split(-(-len(rows) // self.chunk)):   # equal parts of <= chunk rows
             self._advance(part, steps)
+
+    def _save(self, rows, d, ov, trust, f_prev, step_len) -> None:
+        self.d[rows], self.ov[rows], self.trust[rows] = d, ov, trust
+        self.f_prev[rows], self.step_len[rows] = f_prev, step_len
 
     def _advance(self, rows: torch.Tensor, steps: int) -> None:
         xf, lower = self.xf[rows], -self.xf[rows]
@@ -135,8 +143,18 @@ class _Walks:
         f_prev, step_len = self.f_prev[rows], self.step_len[rows]
         yr, tr = self.yr[rows], self.tr[rows]
         other = None if self.other is None else self.other[rows]
-        shape = (len(rows),) + tuple(self.xr.shape[1:])
         for k in range(steps):
+            if self.stop_at is not None and k > 1:  # images judged within stop_at (last step) stop here
+                done = (self.best_n.view(-1, self.per_image) <= self.stop_at).any(1)[rows // self.per_image]
+                if done.any():
+                    self._save(rows[done], d[done], ov[done], trust[done], f_prev[done], step_len[done])
+                    live = ~done
+                    if not live.any():
+                        return
+                    rows, xf, lower, upper, d, ov, trust, f_prev, step_len, yr, tr = (
+                        t[live] for t in (rows, xf, lower, upper, d, ov, trust, f_prev, step_len, yr, tr))
+                    other = None if other is None else other[live]
+            shape = (len(rows),) + tuple(self.xr.shape[1:])
             p = (xf + d).reshape(shape)
             e = self.expand(self.model, self._objective(k, steps), p, yr, tr, other)
             if k > 0:  # judge the previous step (first order: by the expansion's own forward pass)
@@ -171,10 +189,9 @@ class _Walks:
             d = (d + scale[:, None] * (new - d)).clamp(lower, upper)
             step_len = s_len * scale
         with torch.no_grad():
-            ok = self.goal[rows].reached(self.model((xf + d).reshape(shape)))
+            ok = self.goal[rows].reached(self.model((xf + d).reshape((len(rows),) + tuple(self.xr.shape[1:]))))
         self._keep(rows, xf, xf + d, ok)
-        self.d[rows], self.ov[rows], self.trust[rows] = d, ov, trust
-        self.f_prev[rows], self.step_len[rows] = f_prev, step_len
+        self._save(rows, d, ov, trust, f_prev, step_len)
 
 
 # CPU: rows per forward + backward pass of the walk, as activation bytes. Past a few tens of MB of
@@ -216,6 +233,7 @@ def boundary_walk(
     growth: float = 1.5,
     bisection: int = 10,
     temperature: tuple[float, float] = (1.0, 0.03),
+    stop_at: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Smallest verified adversarial example per image (L2 or Linf) and its norm (NaN: none found).
 
@@ -229,19 +247,22 @@ def boundary_walk(
     alpha: the step fraction's cosine schedule (first, last); default (1, 0.05) untargeted and
     (0.5, 0.05) targeted (docs/engine.md).
     temperature: targeted only, the smooth max's temperature (first, last), geometric over the walk.
+    stop_at: the fixed-budget attack's eps (`fixed_budget`): a walk stops as soon as it holds a
+    verified point within that distance, and an image with such a walk goes no further after the
+    screening; the distances of the other images are the same as without it.
     """
     goal = Goal(y, target)
     if target is None:
         walks, K = untargeted_walks(model, expand, x, y, norm, steps, starts, screen, keep,
-                                    alpha or (1.0, 0.05), overshoot, growth)
+                                    alpha or (1.0, 0.05), overshoot, growth, stop_at)
     else:
         walks, K = targeted_walk(model, expand, x, goal, norm, walk_budget(steps, starts, screen, keep),
-                                 alpha or (0.5, 0.05), overshoot, growth, temperature), 1
+                                 alpha or (0.5, 0.05), overshoot, growth, temperature, stop_at), 1
     return _closest(model, walks, x, goal, K, bisection)
 
 
 def untargeted_walks(model, expand: ExpandFn, x, y, norm, steps, starts, screen, keep, alpha, overshoot,
-                     growth) -> tuple[_Walks, int]:
+                     growth, stop_at: float | None = None) -> tuple[_Walks, int]:
     """K = min(starts, classes - 1) walks per image, walk k on Z_y - Z_{c_k} (c_k the k-th strongest
     other class at x), screened (see `boundary_walk`); returns the walks and K."""
     B = x.shape[0]
@@ -252,7 +273,9 @@ def untargeted_walks(model, expand: ExpandFn, x, y, norm, steps, starts, screen,
     classes = z.topk(K, dim=1).indices.reshape(-1)           # walk k: the k-th strongest other class
     xr, yr = x.repeat_interleave(K, 0), y.repeat_interleave(K)
     # Z_y - Z_c is T3 toward c with the competing class fixed to y
-    walks = _Walks(model, expand, get_objective("T3"), xr, yr, classes, yr, Goal(yr), norm, overshoot, growth, alpha)
+    walks = _Walks(model, expand, get_objective("T3"), xr, yr, classes, yr, Goal(yr), norm, overshoot, growth, alpha,
+                   stop_at=stop_at)
+    walks.per_image = K
     rows = torch.arange(B * K, device=x.device)
     if K > int(keep) and 0 < int(screen) < steps:
         walks.advance(rows, int(screen))
@@ -260,6 +283,8 @@ def untargeted_walks(model, expand: ExpandFn, x, y, norm, steps, starts, screen,
         score = torch.where(torch.isfinite(walks.best_n), walks.best_n, 1e30 + walks.f_prev.double())
         top = score.view(B, K).topk(int(keep), dim=1, largest=False).indices
         rows = (top + K * torch.arange(B, device=x.device)[:, None]).reshape(-1).sort().values
+        if stop_at is not None:  # images already broken within stop_at go no further
+            rows = rows[~(walks.best_n.view(B, K) <= stop_at).any(1)[rows // K]]
         walks.advance(rows, steps - int(screen))
     else:
         walks.advance(rows, steps)
@@ -267,11 +292,11 @@ def untargeted_walks(model, expand: ExpandFn, x, y, norm, steps, starts, screen,
 
 
 def targeted_walk(model, expand: ExpandFn, x, goal: Goal, norm, steps, alpha, overshoot, growth,
-                  temperature) -> _Walks:
+                  temperature, stop_at: float | None = None) -> _Walks:
     """One walk per image of `steps` steps on the smooth max tau log sum_{i!=t} exp(Z_i / tau) - Z_t
     (T3-lse: every competitor at once), tau annealed geometrically over the walk."""
     walks = _Walks(model, expand, get_objective("T3-lse"), x, goal.y, goal.target, None, goal, norm,
-                   overshoot, growth, alpha, temperature)
+                   overshoot, growth, alpha, temperature, stop_at)
     walks.advance(torch.arange(x.shape[0], device=x.device), steps)
     return walks
 

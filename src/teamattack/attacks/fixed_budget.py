@@ -4,7 +4,9 @@ A fixed-budget attack answers "is there an adversarial example within eps?". TEA
 three phases that share one gradient budget per image (walk + `steps` + 2 <= 100, APGD-CE-100's):
 
 1. The minimum-norm boundary walk (TEAM's default mode) finds, per image, a verified adversarial
-   point at distance r. Where r <= eps the image is broken and its point is returned as it is.
+   point at distance r. Where r <= eps the image is broken and its point is returned as it is; the
+   walk lets an image go as soon as it holds such a point (`boundary_walk(stop_at=eps)`), so at
+   budgets that break most images the walk costs a few gradients per image, not its full length.
 2. The others start from the walk's point pulled into the eps-ball (Linf: clipped, which keeps
    the sign pattern of the walk's perturbation; L2: scaled toward x), which lies close to the
    boundary the walk found, and climb the margin loss (the largest other logit minus the true

@@ -372,9 +372,10 @@ class TEAM(Attack):
         if self.norm != "l0":
             c = self.walk_config
 
-            def walk(xx: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor | None):
+            def walk(xx: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor | None):  # images leave once within eps
                 return boundary_walk(model, expand_fn, xx, yy, tt, norm=self.norm, steps=c.steps,
-                                     starts=c.starts, screen=c.screen, overshoot=c.overshoot)
+                                     starts=c.starts, screen=c.screen, overshoot=c.overshoot,
+                                     stop_at=float(self.eps))
 
             return fb.fixed_budget(model, x, y, target, norm=self.norm, eps=float(self.eps), walk=walk,
                                    steps=self.budget_config.steps)
