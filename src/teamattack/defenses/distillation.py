@@ -25,7 +25,7 @@ from torch import nn
 
 from .. import data
 from ..zoo import registry
-from ..zoo.train import _batch_to_float, train
+from ..zoo.train import DEFAULTS, _batch_to_float, temperature_loss_scale, train
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,13 @@ def _finished(path: Path, expect: dict) -> dict | None:
     return card if all(card.get(k) == v for k, v in expect.items()) else None
 
 
+def _scale_of(dataset: str, g: float, train_kwargs: dict) -> dict:
+    """The card's ``loss_scale`` entry that a training at G with these settings writes (none if 1)."""
+    optimizer = train_kwargs.get("optimizer") or DEFAULTS[data._check_name(dataset)]["optimizer"]
+    scale = temperature_loss_scale(optimizer, g)
+    return {"loss_scale": scale} if scale != 1.0 else {}
+
+
 def distill(
     teacher: str | nn.Module,
     dataset: str | None = None,
@@ -113,7 +120,7 @@ def distill(
         dataset = dataset or dataset_of(arch)
         t_epochs = teacher_epochs or epochs
         t_expect = {"arch": arch, "dataset": dataset, "seed": seed, "epochs": t_epochs, "temperature": g,
-                    **train_kwargs}
+                    **_scale_of(dataset, g, train_kwargs), **train_kwargs}
         t_card = _finished(t_out, t_expect) if resume else None
         if t_card is None:
             log(f"distillation G={g:g}: training the teacher ({arch}, {t_epochs} epochs)")
@@ -138,7 +145,7 @@ def distill(
     extra = {"distillation_role": "student", "teacher": teacher_name,
              "teacher_test_accuracy": t_card.get("test_accuracy")}
     s_expect = {"arch": arch, "dataset": dataset, "seed": seed + 1, "epochs": epochs, "temperature": g, **extra,
-                **train_kwargs}
+                **_scale_of(dataset, g, train_kwargs), **train_kwargs}
     s_card = _finished(student_out, s_expect) if resume else None
     if s_card is None:
         targets = soft_labels(teacher_model, dataset, g, root)

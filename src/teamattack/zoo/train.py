@@ -143,6 +143,17 @@ def _batch_to_float(images: torch.Tensor) -> torch.Tensor:
     return t.permute(0, 3, 1, 2).contiguous()
 
 
+def temperature_loss_scale(optimizer: str, temperature: float) -> float:
+    """The factor on a loss computed at temperature G: G for SGD, 1 for Adam.
+
+    The loss of softmax(Z / G) has gradients G times smaller at the logits Z than at G = 1. Adam
+    is invariant to that scale; SGD is not, so its loss is multiplied by G to keep the step size a
+    learning rate tuned at G = 1 assumes (without it a CIFAR-10 net at G = 100 does not leave chance
+    accuracy in a few epochs).
+    """
+    return float(temperature) if optimizer == "sgd" else 1.0
+
+
 def _make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -325,6 +336,9 @@ def train(
     if temperature != 1.0 or soft_targets is not None or card_extra:
         settings["temperature"] = float(temperature)
         settings["soft_labels"] = soft_targets is not None
+    scale = temperature_loss_scale(optimizer, temperature)
+    if scale != 1.0:
+        settings["loss_scale"] = scale
     if card_extra:
         settings.update(card_extra)
     if perturb is not None and soft_targets is not None:
@@ -377,10 +391,10 @@ def train(
                     xb, yb = tb.x, tb.y
                 logits = model(xb)
                 if soft_targets is not None:
-                    loss = -(soft_targets[idx] * F.log_softmax(logits / temperature, dim=1)).sum(1).mean()
+                    loss = -(soft_targets[idx] * F.log_softmax(logits / temperature, dim=1)).sum(1).mean() * scale
                 elif perturb is not None:
                     per = F.cross_entropy(logits / temperature, yb, reduction="none")
-                    loss = (per * tb.weight).sum()
+                    loss = (per * tb.weight).sum() * scale
                     per = per.detach()
                     for name, mask in tb.parts.items():
                         t = terms.setdefault(f"{name}_loss", [0.0, 0])
@@ -389,7 +403,7 @@ def train(
                         t = terms.setdefault(name, [0.0, 0])
                         t[0], t[1] = t[0] + float(v) * len(idx), t[1] + len(idx)
                 else:
-                    loss = F.cross_entropy(logits / temperature, yb)
+                    loss = F.cross_entropy(logits / temperature, yb) * scale
             rows = 0 if logits is None else len(yb)
             opt.zero_grad(set_to_none=True)  # (after the hook: an attack may leave gradients behind)
             if shard.world > 1:
@@ -403,7 +417,7 @@ def train(
                 loss.backward()
             opt.step()
             if loss is not None:
-                loss_sum += float(loss.detach()) * rows
+                loss_sum += float(loss.detach()) / scale * rows  # reported unscaled
                 correct += int((logits.argmax(1) == yb).sum())
                 seen += rows
             if shard.is_main and (s % 20 == 0 or perturb is not None):
