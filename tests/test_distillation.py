@@ -142,3 +142,17 @@ def test_cli_distill(tmp_path, capsys, monkeypatch):
     assert card["temperature"] == 5.0 and card["command"].startswith("teamattack distill")
     assert main(["distill", "-G", "5", "--out", str(out)]) == 2
     assert "exactly one of --arch" in capsys.readouterr().err
+
+
+def test_sgd_at_high_temperature_learns_because_its_loss_is_scaled_by_G(tmp_path, monkeypatch):
+    """softmax(Z / G) has logit gradients G times smaller: SGD's loss is multiplied by G (Adam's is not)."""
+    import teamattack.zoo.train as zt
+
+    assert zt.temperature_loss_scale("sgd", HIGH_G) == HIGH_G and zt.temperature_loss_scale("adam", HIGH_G) == 1.0
+    kw = dict(epochs=30, temperature=HIGH_G, optimizer="sgd", lr=0.1, progress=False, log=lambda m: None)
+    card = zt.train("digits-cnn", tmp_path / "scaled.safetensors", **kw)
+    assert card["loss_scale"] == HIGH_G and card["test_accuracy"] >= 0.9, card["test_accuracy"]
+    assert card["history"][-1]["train_loss"] < 1.0  # reported unscaled (a cross-entropy at G)
+    monkeypatch.setattr(zt, "temperature_loss_scale", lambda optimizer, g: 1.0)
+    plain = zt.train("digits-cnn", tmp_path / "plain.safetensors", **kw)
+    assert "loss_scale" not in plain and plain["test_accuracy"] < 0.3, plain["test_accuracy"]
