@@ -56,6 +56,19 @@ def main(argv: list[str] | None = None) -> int:
         name = "team min-norm" + ("" if not kw else " (" + ", ".join(f"{k}={v}" for k, v in kw.items()) + ")")
         rows.append(f"| {name} | {t.asr:.1%} | {t.l2[t.success].median():.4f} | "
                     f"{t.counters.per_example(len(y))['gradients']:.0f} | {qs} | {float((ratio <= 1).float().mean()):.1%} |")
+    # the tail: images where the default walk is > 5% above DDN-1000. Which class does each reach,
+    # and does TEAM's targeted walk toward DDN's class do better?
+    t = ta.TEAM(model, norm="l2", mode="min-norm")(x, y)
+    tail = (t.success & ddn.success & (t.l2 > 1.05 * ddn.l2)).nonzero().flatten()
+    if len(tail):
+        with torch.no_grad():
+            c_team, c_ddn = model(t.x_adv[tail]).argmax(1), model(ddn.x_adv[tail]).argmax(1)
+        aimed = ta.TEAM(model, norm="l2", mode="min-norm", targeted=True)(x[tail], y[tail], target=c_ddn)
+        below = aimed.success & (aimed.l2 <= ddn.l2[tail])
+        rows += ["", f"The tail: on the {len(tail)} images where the default walk is more than 5% above DDN-1000, "
+                 f"the two reach different classes on {float((c_team != c_ddn).float().mean()):.0%} of them; "
+                 f"TEAM's targeted walk toward DDN's class is at or below DDN-1000 on "
+                 f"{float(below.float().mean()):.0%} (median ratio {float((aimed.l2 / ddn.l2[tail]).median()):.3f})."]
     text = "\n".join(rows) + "\n"
     print(text)
     if a.out:
