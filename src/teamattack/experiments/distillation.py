@@ -54,8 +54,8 @@ class Recipe:
 
 
 # Adam everywhere: it is invariant to the 1/G scale of the loss's gradient at the logits, so one
-# learning rate serves every G. (SGD at the CIFAR-10 zoo recipe reached 17% test accuracy after one
-# epoch at G = 100 against 44% at G = 1, Adam 31%: docs/distillation.md.)
+# learning rate serves every G (SGD with the CIFAR-10 zoo recipe learns far slower at G = 100:
+# docs/distillation.md, "The optimizer at high temperature").
 RECIPES: dict[str, Recipe] = {
     "digits": Recipe("digits-cnn", 200, 0.01),
     "mnist": Recipe("mnist-table1", 2, 0.01),
