@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     default = None
     for kw in BUDGETS:
         t = ta.TEAM(model, norm="l2", mode="min-norm", **kw)(x, y)
-        default = default or t  # BUDGETS[0]: the default walk
+        if default is None:  # BUDGETS[0]: the default walk
+            default = t
         both = t.success & ddn.success
         ratio = t.l2[both] / ddn.l2[both]
         qs = " / ".join(f"{float(ratio.quantile(q)):.3f}" for q in (0.05, 0.5, 0.95))
