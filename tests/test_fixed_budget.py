@@ -138,6 +138,38 @@ def test_cross_entropy_phase_breaks_what_the_margin_ascent_cannot(norm, eps):
     assert counting.gradients <= 3 * (10 + 2)                        # the two ascents share 12 per image
 
 
+class _Pocket(nn.Module):
+    """Two classes on 4 inputs: Z_0 = 0, Z_1 = 1 - 625 ||x - c||^2. Class 1 holds only the ball of
+    radius 0.04 around c = (0.6, 0.6, 0.55, 0.45): a narrow pocket of the kind a walk ends next to."""
+
+    def forward(self, x):
+        c = torch.tensor([0.6, 0.6, 0.55, 0.45], dtype=x.dtype)
+        z1 = 1 - 625 * ((x.flatten(1) - c) ** 2).sum(1)
+        return torch.stack([torch.zeros_like(z1), z1], 1)
+
+
+def test_margin_ascent_from_the_walks_point_keeps_to_its_neighbourhood():
+    """x = 0.5, Linf eps 0.2; the walk's point x + (0.25, 0.2, 0.1, 0) (outside the ball) pulled into
+    it lies 0.1 from the pocket. APGD's first step of 2 eps, made for a start at x, jumps past the
+    pocket and the ascent gives up at its first checkpoint; the warm start's step of WARM_STEP x eps
+    walks in. fixed_budget breaks the image."""
+    from teamattack.attacks import fixed_budget as fbm
+
+    model, eps = _Pocket().eval(), 0.2
+    x = torch.full((1, 1, 2, 2), 0.5, dtype=torch.float64)
+    y = torch.zeros(1, dtype=torch.long)
+    walk_point = x + torch.tensor([0.25, 0.2, 0.1, 0.0], dtype=torch.float64).view(1, 1, 2, 2)
+    start = project(x, walk_point, eps, "linf")
+    cold = ascent(CountingModel(model), x, start, y, None, eps=eps, norm="linf", steps=50, stall=True, step=2.0)
+    assert not bool(cold.adversarial.any())
+    warm = ascent(CountingModel(model), x, start, y, None, eps=eps, norm="linf", steps=fbm.WARM_STEPS, stall=True,
+                  step=fbm.WARM_STEP)
+    assert bool(warm.adversarial.all()) and bool((model(warm.points).argmax(1) == 1).all())
+    walk = lambda xx, yy, tt: (walk_point.clone(), torch.tensor([0.25], dtype=xx.dtype))
+    out = fixed_budget(CountingModel(model), x, y, None, norm="linf", eps=eps, walk=walk, steps=50)
+    assert bool((model(out).argmax(1) == 1).all()) and float(_size(out - x, "linf").max()) <= eps + 1e-12
+
+
 def test_default_split_stays_within_apgd_ce_100():
     """Every image costs at most the walk's expansions + the ascents' steps + 2 <= 100."""
     from teamattack.attacks import fixed_budget as fbm

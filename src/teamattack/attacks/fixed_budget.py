@@ -12,7 +12,9 @@ three phases that share one gradient budget per image (walk + `steps` + 2 <= 100
    boundary the walk found, and climb the margin loss (the largest other logit minus the true
    one; targeted: the target's logit minus the largest other) inside the ball and the [0, 1] box
    with APGD's step rule (Croce & Hein 2020: momentum 0.75, step size halved at checkpoints where
-   too few steps improved, a restart from the best point), for up to `steps` steps. An image
+   too few steps improved, a restart from the best point), for up to WARM_STEPS of the `steps`.
+   Its first step is WARM_STEP x eps, not APGD's 2 eps: the start lies next to the boundary, and a
+   step of 2 eps jumps off it (tests/test_fixed_budget.py has a model where it does). An image
    leaves as soon as the network calls it adversarial, or at a checkpoint where its best margin has
    not improved since the previous one (stuck in a local maximum of the margin).
 3. Images that gave up climb APGD-CE's loss (the cross-entropy of y; targeted: minus that of the
@@ -41,6 +43,10 @@ WalkFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], tuple[tor
 # two ascents (52 gradients): at most 98 per image, APGD-CE-100 takes 101.
 WALK_STEPS, WALK_STARTS, WALK_SCREEN, ASCENT_STEPS = 30, 3, 8, 50
 
+# The margin ascent from the walk's point: at most WARM_STEPS of the ascent steps (its first
+# checkpoint, where a stuck image gives up, after 5), first step WARM_STEP x eps. The point lies next
+# to the boundary the walk found: APGD's first step of 2 eps, made for a start at x, jumps off it.
+WARM_STEPS, WARM_STEP = 20, 0.25
 MOMENTUM = 0.75  # APGD's alpha
 RHO = 0.75       # APGD's fraction of improving steps below which the step size halves
 LOSSES = ("margin", "ce")
@@ -122,6 +128,7 @@ def ascent(
     steps: int,
     loss: str = "margin",
     stall: bool = False,
+    step: float = 2.0,
 ) -> Ascent:
     """APGD-style ascent of `loss` inside the eps-ball and the box, from `start`.
 
@@ -163,7 +170,7 @@ def ascent(
     val, hit, g = loss_grad(cur, idx)
     best, best_loss, best_g = cur.clone(), val.clone(), g.clone()
     prev = cur.clone()
-    eta = torch.full((B,), 2.0 * eps, device=dev, dtype=x.dtype)
+    eta = torch.full((B,), step * eps, device=dev, dtype=x.dtype)
     improved = torch.zeros(B, device=dev)
     best_at_ckpt, eta_at_ckpt = best_loss.clone(), eta.clone()
     ckpts, last = _checkpoints(steps), 0
@@ -239,7 +246,8 @@ def fixed_budget(
         return out
     # the margin ascent from the walk's point pulled into the ball; a stuck image gives up early
     start = project(x[rest], torch.where(_view(found[rest], x[rest]), pts[rest], x[rest]), eps, norm)
-    res = ascent(model, x[rest], start, y[rest], goal_t(rest), eps=eps, norm=norm, steps=steps, stall=True)
+    res = ascent(model, x[rest], start, y[rest], goal_t(rest), eps=eps, norm=norm,
+                 steps=min(steps, WARM_STEPS), stall=True, step=WARM_STEP)
     out[rest] = res.points
     left = (1 + steps) - res.gradients            # cross-entropy steps left (its first gradient aside)
     keep = ~res.adversarial & (left > 0)
