@@ -58,14 +58,20 @@ class PeakMemory:
         self.mb = max(peak - self._start, 0) / 2**20
 
 
-def limit_fragmentation(threshold: int = 128 * 1024) -> bool:
-    """Ask glibc to mmap every allocation above `threshold` bytes (and so return it on free).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # glibc's mallopt parameters (malloc.h)
+MMAP_BYTES = 32 << 20    # glibc's largest mmap threshold on 64-bit systems
+TRIM_BYTES = 256 << 20
 
-    Long CPU attack loops allocate thousands of short-lived multi-MB tensors; glibc's dynamic
-    mmap threshold then serves them from the heap, whose fragmentation made the resident memory of
-    a 100-image benchmark grow past 24 GB here. Fixing the threshold keeps it near the live data.
-    Returns False where this is not glibc (nothing is changed). The CLI calls it at start, and
-    every attack once per process (limit_fragmentation_once).
+
+def tune_malloc(mmap_bytes: int = MMAP_BYTES, trim_bytes: int = TRIM_BYTES) -> bool:
+    """Fix glibc's mmap and trim thresholds: freed attack buffers stay in the process for reuse.
+
+    An attack allocates and frees buffers of a few MB on every pass. Where glibc serves them with
+    fresh mappings (above its mmap threshold) or hands the top of its heap back to the OS (above its
+    trim threshold), every pass pays page faults for memory it has just freed. The fixed thresholds
+    end that at the cost of up to `trim_bytes` of freed memory kept (docs/engine.md, "Speed": 2x
+    wall time on a frozen model; an earlier 128 KiB mmap threshold, chosen while a memory leak
+    grew the heap, caused it). Returns False where this is not glibc (nothing is changed).
     """
     import ctypes
     import ctypes.util
@@ -74,19 +80,20 @@ def limit_fragmentation(threshold: int = 128 * 1024) -> bool:
     if not name:
         return False
     try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(-3, int(threshold)))  # M_MMAP_THRESHOLD
+        mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError):
         return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, int(mmap_bytes))) and bool(mallopt(M_TRIM_THRESHOLD, int(trim_bytes)))
 
 
 _APPLIED: bool | None = None
 
 
-def limit_fragmentation_once() -> bool:
-    """`limit_fragmentation()` the first time it is asked for in this process (every attack's
-    constructor asks). `TEAMATTACK_MALLOPT=0` in the environment turns it off."""
+def tune_malloc_once() -> bool:
+    """`tune_malloc()` the first time it is asked for in this process (the CLI at start and every
+    attack's constructor ask). `TEAMATTACK_MALLOPT=0` in the environment turns it off."""
     global _APPLIED
     if _APPLIED is None:
-        _APPLIED = os.environ.get("TEAMATTACK_MALLOPT", "1") != "0" and limit_fragmentation()
+        _APPLIED = os.environ.get("TEAMATTACK_MALLOPT", "1") != "0" and tune_malloc()
     return _APPLIED

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..counting import CountingModel
-from ..memory import PeakMemory, limit_fragmentation_once
+from ..memory import PeakMemory, tune_malloc_once
 from ..metrics import is_adversarial, l0, l2, linf
 from ..result import AttackResult, Counters
 from ..checks import warn_about_model
@@ -53,7 +53,7 @@ class Attack(ABC):
     def __init__(self, model: nn.Module, targeted: bool = False) -> None:
         self.model = model
         self.targeted = targeted
-        limit_fragmentation_once()  # glibc: return freed attack buffers (teamattack.memory)
+        tune_malloc_once()  # glibc: keep freed attack buffers for reuse (teamattack.memory)
 
     def run_loader(self, loader, verbose: bool = False, keep_images: bool = True) -> AttackResult:
         """Attack every `(x, y)` / `(x, y, target)` batch of a DataLoader; one AttackResult.

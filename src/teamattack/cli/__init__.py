@@ -102,12 +102,12 @@ def _expected_errors() -> tuple[tuple[type[BaseException], int], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..memory import limit_fragmentation
+    from ..memory import tune_malloc_once
     from .common import check_outputs, default_threads
 
     args = build_parser().parse_args(argv)
     prog = f"teamattack {args.command}"
-    limit_fragmentation()
+    tune_malloc_once()
     import torch
 
     threads_before = torch.get_num_threads()  # restored on return (main may run inside a test process)
