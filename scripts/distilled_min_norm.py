@@ -1,9 +1,10 @@
-"""TEAM's L2 minimum-norm walk against DDN-1000 on a defensively distilled digits-cnn (G = 100).
+"""TEAM's minimum-norm walk against DDN-1000 (L2) or FMN-1000 (Linf) on a distilled digits-cnn (G = 100).
 
 e6's "beyond the paper" study compares medians; this script asks whether more steps close the gap
 and compares image by image. It trains (or reuses, from --cache) the e6 digits recipe's teacher
 and student at G, attacks the same N correctly classified test images (seed 0) with TEAM's walk at
-several step budgets and with adv_lib's DDN-1000, and prints a Markdown table.
+several step budgets and with adv_lib's DDN-1000 (`--norm l2`) or FMN-Linf-1000 (`--norm linf`),
+and prints a Markdown table.
 
     python scripts/distilled_min_norm.py --cache runs/e6-digits-cache -n 300 --out docs/results/e6-distillation/min-norm-digits-G100.md
 """
@@ -21,13 +22,17 @@ from teamattack.bench.harness import load_images
 from teamattack.defenses import distill
 from teamattack.experiments.distillation import RECIPES
 
-BUDGETS = ({}, {"steps": 100}, {"starts": 4, "steps": 100}, {"starts": 4, "steps": 250})
+BUDGETS = ({}, {"starts": 4, "screen": 12, "steps": 44}, {"starts": 4, "screen": 16, "steps": 60},
+           {"starts": 6, "screen": 16, "steps": 60}, {"steps": 100}, {"starts": 4, "steps": 100},
+           {"starts": 4, "steps": 250})
+PEERS = {"l2": "ddn-1000", "linf": "fmn-linf-1000"}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-G", type=float, default=100.0)
     p.add_argument("-n", type=int, default=300)
+    p.add_argument("--norm", choices=tuple(PEERS), default="l2")
     p.add_argument("--cache", default="runs/e6-digits-cache")
     p.add_argument("--out", default=None, help="Markdown file (default: stdout only)")
     p.add_argument("--threads", type=int, default=1)
@@ -39,39 +44,41 @@ def main(argv: list[str] | None = None) -> int:
                 log=lambda m: None)
     model = ta.zoo.load(d.student)
     x, y, _ = load_images("digits", model, a.n, seed=0)
-    ddn = baselines.make("ddn-1000", model)(x, y)
-    rows = [f"# TEAM's L2 walk vs DDN-1000 on the digits-cnn student at G = {a.G:g}", "",
+    peer = PEERS[a.norm]
+    size = lambda r: r.l2 if a.norm == "l2" else r.linf
+    ddn = baselines.make(peer, model)(x, y)
+    rows = [f"# TEAM's {a.norm} walk vs {peer} on the digits-cnn student at G = {a.G:g}", "",
             f"Command: `python scripts/{Path(__file__).name} {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
             f"Student test accuracy {d.student_card['test_accuracy']:.4f}; N = {len(y)} correctly classified test "
-            "images (seed 0). Ratio = TEAM's L2 / DDN-1000's on the images both break.", "",
-            "| attack | success | median L2 | gradients / image | ratio q05 / q50 / q95 | TEAM <= DDN |",
+            f"images (seed 0). Ratio = TEAM's {a.norm} / {peer}'s on the images both break.", "",
+            f"| attack | success | median {a.norm} | gradients / image | ratio q05 / q50 / q95 | TEAM <= peer |",
             "|---|---|---|---|---|---|",
-            f"| ddn-1000 (adv_lib) | {ddn.asr:.1%} | {ddn.l2[ddn.success].median():.4f} | "
+            f"| {peer} (adv_lib) | {ddn.asr:.1%} | {size(ddn)[ddn.success].median():.4f} | "
             f"{ddn.counters.per_example(len(y))['gradients']:.0f} | | |"]
     default = None
     for kw in BUDGETS:
-        t = ta.TEAM(model, norm="l2", mode="min-norm", **kw)(x, y)
+        t = ta.TEAM(model, norm=a.norm, mode="min-norm", **kw)(x, y)
         if default is None:  # BUDGETS[0]: the default walk
             default = t
         both = t.success & ddn.success
-        ratio = t.l2[both] / ddn.l2[both]
+        ratio = size(t)[both] / size(ddn)[both]
         qs = " / ".join(f"{float(ratio.quantile(q)):.3f}" for q in (0.05, 0.5, 0.95))
         name = "team min-norm" + ("" if not kw else " (" + ", ".join(f"{k}={v}" for k, v in kw.items()) + ")")
-        rows.append(f"| {name} | {t.asr:.1%} | {t.l2[t.success].median():.4f} | "
+        rows.append(f"| {name} | {t.asr:.1%} | {size(t)[t.success].median():.4f} | "
                     f"{t.counters.per_example(len(y))['gradients']:.0f} | {qs} | {float((ratio <= 1).float().mean()):.1%} |")
     # the tail: images where the default walk is > 5% above DDN-1000. Which class does each reach,
     # and does TEAM's targeted walk toward DDN's class do better?
     t = default
-    tail = (t.success & ddn.success & (t.l2 > 1.05 * ddn.l2)).nonzero().flatten()
+    tail = (t.success & ddn.success & (size(t) > 1.05 * size(ddn))).nonzero().flatten()
     if len(tail):
         with torch.no_grad():
             c_team, c_ddn = model(t.x_adv[tail]).argmax(1), model(ddn.x_adv[tail]).argmax(1)
-        aimed = ta.TEAM(model, norm="l2", mode="min-norm", targeted=True)(x[tail], y[tail], target=c_ddn)
-        below = aimed.success & (aimed.l2 <= ddn.l2[tail])
-        rows += ["", f"The tail: on the {len(tail)} images where the default walk is more than 5% above DDN-1000, "
+        aimed = ta.TEAM(model, norm=a.norm, mode="min-norm", targeted=True)(x[tail], y[tail], target=c_ddn)
+        below = aimed.success & (size(aimed) <= size(ddn)[tail])
+        rows += ["", f"The tail: on the {len(tail)} images where the default walk is more than 5% above {peer}, "
                  f"the two reach different classes on {float((c_team != c_ddn).float().mean()):.0%} of them; "
-                 f"TEAM's targeted walk toward DDN's class is at or below DDN-1000 on "
-                 f"{float(below.float().mean()):.0%} (median ratio {float((aimed.l2 / ddn.l2[tail]).median()):.3f})."]
+                 f"TEAM's targeted walk toward {peer}'s class is at or below it on "
+                 f"{float(below.float().mean()):.0%} (median ratio {float((size(aimed) / size(ddn)[tail]).median()):.3f})."]
     text = "\n".join(rows) + "\n"
     print(text)
     if a.out:
