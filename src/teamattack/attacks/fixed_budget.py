@@ -137,7 +137,7 @@ def ascent(
     (judged by the margin of the same logits), or the highest-loss point seen; and the gradients it
     took, 1 + `steps` at most: an example stops once adversarial and, with `stall`, at a checkpoint
     where its best loss has not improved since the previous one (stuck: its budget is better spent
-    elsewhere, `fixed_budget`).
+    elsewhere, `fixed_budget`). step: the first step's size in units of eps (APGD's: 2).
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
