@@ -46,39 +46,39 @@ def main(argv: list[str] | None = None) -> int:
     x, y, _ = load_images("digits", model, a.n, seed=0)
     peer = PEERS[a.norm]
     size = lambda r: r.l2 if a.norm == "l2" else r.linf
-    ddn = baselines.make(peer, model)(x, y)
+    ref = baselines.make(peer, model)(x, y)
     rows = [f"# TEAM's {a.norm} walk vs {peer} on the digits-cnn student at G = {a.G:g}", "",
             f"Command: `python scripts/{Path(__file__).name} {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
             f"Student test accuracy {d.student_card['test_accuracy']:.4f}; N = {len(y)} correctly classified test "
             f"images (seed 0). Ratio = TEAM's {a.norm} / {peer}'s on the images both break.", "",
             f"| attack | success | median {a.norm} | gradients / image | ratio q05 / q50 / q95 | TEAM <= peer |",
             "|---|---|---|---|---|---|",
-            f"| {peer} (adv_lib) | {ddn.asr:.1%} | {size(ddn)[ddn.success].median():.4f} | "
-            f"{ddn.counters.per_example(len(y))['gradients']:.0f} | | |"]
+            f"| {peer} (adv_lib) | {ref.asr:.1%} | {size(ref)[ref.success].median():.4f} | "
+            f"{ref.counters.per_example(len(y))['gradients']:.0f} | | |"]
     default = None
     for kw in BUDGETS:
         t = ta.TEAM(model, norm=a.norm, mode="min-norm", **kw)(x, y)
         if default is None:  # BUDGETS[0]: the default walk
             default = t
-        both = t.success & ddn.success
-        ratio = size(t)[both] / size(ddn)[both]
+        both = t.success & ref.success
+        ratio = size(t)[both] / size(ref)[both]
         qs = " / ".join(f"{float(ratio.quantile(q)):.3f}" for q in (0.05, 0.5, 0.95))
         name = "team min-norm" + ("" if not kw else " (" + ", ".join(f"{k}={v}" for k, v in kw.items()) + ")")
         rows.append(f"| {name} | {t.asr:.1%} | {size(t)[t.success].median():.4f} | "
                     f"{t.counters.per_example(len(y))['gradients']:.0f} | {qs} | {float((ratio <= 1).float().mean()):.1%} |")
-    # the tail: images where the default walk is > 5% above DDN-1000. Which class does each reach,
-    # and does TEAM's targeted walk toward DDN's class do better?
+    # the tail: images where the default walk is > 5% above the peer. Which class does each reach,
+    # and does TEAM's targeted walk toward the peer's class do better?
     t = default
-    tail = (t.success & ddn.success & (size(t) > 1.05 * size(ddn))).nonzero().flatten()
+    tail = (t.success & ref.success & (size(t) > 1.05 * size(ref))).nonzero().flatten()
     if len(tail):
         with torch.no_grad():
-            c_team, c_ddn = model(t.x_adv[tail]).argmax(1), model(ddn.x_adv[tail]).argmax(1)
-        aimed = ta.TEAM(model, norm=a.norm, mode="min-norm", targeted=True)(x[tail], y[tail], target=c_ddn)
-        below = aimed.success & (size(aimed) <= size(ddn)[tail])
+            c_team, c_ref = model(t.x_adv[tail]).argmax(1), model(ref.x_adv[tail]).argmax(1)
+        aimed = ta.TEAM(model, norm=a.norm, mode="min-norm", targeted=True)(x[tail], y[tail], target=c_ref)
+        below = aimed.success & (size(aimed) <= size(ref)[tail])
         rows += ["", f"The tail: on the {len(tail)} images where the default walk is more than 5% above {peer}, "
-                 f"the two reach different classes on {float((c_team != c_ddn).float().mean()):.0%} of them; "
+                 f"the two reach different classes on {float((c_team != c_ref).float().mean()):.0%} of them; "
                  f"TEAM's targeted walk toward {peer}'s class is at or below it on "
-                 f"{float(below.float().mean()):.0%} (median ratio {float((size(aimed) / size(ddn)[tail]).median()):.3f})."]
+                 f"{float(below.float().mean()):.0%} (median ratio {float((size(aimed) / size(ref)[tail]).median()):.3f})."]
     text = "\n".join(rows) + "\n"
     print(text)
     if a.out:
