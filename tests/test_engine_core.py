@@ -205,8 +205,9 @@ def _analytic(m=4, n=10, seed=3):
 
 def test_walk_counts_are_exact():
     """Untargeted: B (classes at x) + one forward per expansion + one verdict per walk and phase
-    + 10 bisection steps; a gradient per expansion (walk_budget). Targeted: one walk of that length."""
-    from teamattack.attacks.boundary_walk import walk_budget
+    + 10 bisection steps; a gradient per expansion (walk_budget). Targeted: one forward at x (the
+    logit gap), then len(TARGETED_WALKS) walks of that length, each with its verdict."""
+    from teamattack.attacks.boundary_walk import TARGETED_WALKS, walk_budget
 
     model, x, y = _analytic()
     B, T, S, s = x.shape[0], 9, 3, 2
@@ -219,8 +220,9 @@ def test_walk_counts_are_exact():
     t = (y + 1) % 4
     res = TEAM(model, norm="l2", hessian="none", targeted=True, steps=T, starts=S, screen=s)(x, y, t)
     assert bool(res.success.all())
-    assert res.counters.gradients == B * budget
-    assert res.counters.forwards == B * (budget + 1 + 10)
+    K = len(TARGETED_WALKS)
+    assert res.counters.gradients == B * K * budget
+    assert res.counters.forwards == B * (1 + K * (budget + 1) + 10)
 
 
 def test_paper_and_iterated_counts_are_exact():

@@ -215,14 +215,14 @@ def test_min_norm_screening_budget_and_gain(digits):
 def test_targeted_walk_reaches_a_corner_optimum_and_the_annealing_is_why():
     """Five-class linear model, targeted: success is an intersection of half-spaces, so the minimal
     L2 point (box included; scipy's SLSQP as reference) is often a corner where two competitors tie
-    with the target. The walk's smooth max is annealed to the plain max; kept at temperature 1 it
-    stops on logsumexp's zero set, inside the target's region and measurably farther."""
+    with the target. The walks' smooth max is annealed to the plain max; kept at a fixed temperature
+    it stops on logsumexp's zero set, inside the target's region and measurably farther."""
     import functools
 
     import numpy as np
     from scipy.optimize import minimize
 
-    from teamattack.attacks.boundary_walk import boundary_walk
+    from teamattack.attacks.boundary_walk import TARGETED_WALKS, SmoothMaxWalk, boundary_walk
     from teamattack.counting import CountingModel
     from teamattack.curvature import expand
 
@@ -250,14 +250,15 @@ def test_targeted_walk_reaches_a_corner_optimum_and_the_annealing_is_why():
     assert corners >= B // 2, "the case needs corner optima"
 
     first_order = functools.partial(expand, source="none")
+    fixed_walks = tuple(SmoothMaxWalk((w.temperature[0],) * 2, w.alpha) for w in TARGETED_WALKS)
     ratio = {}
-    for temp in ((1.0, 0.03), (1.0, 1.0)):
-        adv, dist = boundary_walk(CountingModel(model), first_order, x, y, t, steps=80, temperature=temp)
+    for name, walks in (("annealed", TARGETED_WALKS), ("fixed", fixed_walks)):
+        adv, dist = boundary_walk(CountingModel(model), first_order, x, y, t, steps=80, targeted_walks=walks)
         with torch.no_grad():
             assert bool((model(adv).argmax(1) == t).all())
         assert float(adv.min()) >= 0 and float(adv.max()) <= 1
-        ratio[temp] = dist.double() / opt
-    annealed, fixed = ratio[(1.0, 0.03)], ratio[(1.0, 1.0)]
+        ratio[name] = dist.double() / opt
+    annealed, fixed = ratio["annealed"], ratio["fixed"]
     assert bool((annealed >= 1 - 1e-4).all()), "below the optimum"
     assert float(annealed.max()) < 1.01
     assert float(fixed.max()) > 1.05 and bool((annealed <= fixed + 1e-6).all())

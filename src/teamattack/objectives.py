@@ -67,8 +67,9 @@ class Objective:
         sa = s.gather(-1, a[:, None])[:, 0]
         if self.margin:
             if self.smooth_max:
-                tau = self.temperature
-                so = tau * (s / tau).scatter(-1, a[:, None], float("-inf")).logsumexp(-1)
+                tau = self.temperature   # a number, or one per example (B,)
+                tau = tau[:, None] if torch.is_tensor(tau) and tau.dim() == 1 else tau
+                so = (tau * (s / tau).scatter(-1, a[:, None], float("-inf")).logsumexp(-1, keepdim=True))[:, 0]
             else:
                 if other is None:
                     other = self.runner_up(logits, y, target)

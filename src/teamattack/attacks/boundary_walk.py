@@ -22,12 +22,14 @@ x toward it removes the leftover overshoot.
 Global phase: untargeted runs start `starts` walks per image, walk k on the margin Z_y - Z_{c_k}
 of the k-th strongest other class at x (the local walks end in different basins; the smallest
 verified result wins). Screening: every start first takes a short walk of its own (`screen`
-steps), and only the best per image goes on. Targeted runs walk one start on the smooth max
-tau log sum_{i!=t} exp(Z_i / tau) - Z_t (objective T3-lse), its temperature annealed from 1 to 0.03
-over the walk: the plain max from the start follows whichever competitor leads at the moment and
-zigzags between them; with tau = 1 to the end the walk stops on the smooth max's zero set, which
-lies inside the target's region (logsumexp > max), short of the true boundary. docs/engine.md
-gives the measurements behind each of these choices.
+steps), and only the best per image goes on. Targeted runs walk on the smooth max
+tau log sum_{i!=t} exp(Z_i / tau) - Z_t (objective T3-lse), its temperature annealed over the walk
+in units of the image's logit gap (max_i Z_i - Z_t at x): the plain max from the start follows
+whichever competitor leads at the moment and zigzags between them; with a fixed tau the walk stops
+on the smooth max's zero set, which lies inside the target's region (logsumexp > max), short of the
+true boundary; a temperature in absolute logit units suits one model's logit scale and not
+another's. Two walks per image (`TARGETED_WALKS`), a cold and a hot one: each wins on some models
+and loses on others. docs/engine.md gives the measurements behind each of these choices.
 
 With H = 0 both subproblems are solved exactly, in the attack's norm (`subproblems.min_norm_box`);
 with curvature (L2 only) the quadratic constraint is solved exactly without the box
@@ -39,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -86,15 +89,18 @@ class _Walks:
     """The state of R walks (rows) and their steps; `advance` moves a subset of rows."""
 
     def __init__(self, model, expand, obj, xr, yr, tr, other, goal: Goal, norm, overshoot, growth, alpha,
-                 temperature: tuple[float, float] | None = None, stop_at: float | None = None):
+                 temperature: tuple[torch.Tensor, torch.Tensor] | None = None, stop_at: float | None = None):
         """Walk r minimises obj(., yr[r], tr[r], other[r]) and succeeds where goal[r] is reached;
-        with `stop_at` a walk stops once it holds a verified point within that distance."""
+        with `stop_at` a walk stops once it holds a verified point within that distance.
+        alpha: the step fraction's schedule (first, last), numbers or one per walk (R,) each.
+        temperature: a smooth max's (first, last) temperature, one per walk (R,) each."""
+        R, dev, dt = xr.shape[0], xr.device, xr.dtype
         self.model, self.expand, self.obj, self.temperature = model, expand, obj, temperature
         self.stop_at, self.per_image = stop_at, 1   # per_image: consecutive rows that walk one image
         self.xr, self.yr, self.tr, self.other, self.goal = xr, yr, tr, other, goal
-        self.norm, self.growth, (self.a0, self.a1) = norm, growth, alpha
+        self.norm, self.growth = norm, growth
+        self.a0, self.a1 = (torch.as_tensor(a, device=dev, dtype=dt).expand(R) for a in alpha)
         self.p_norm, self.dual = (2, 2) if norm == "l2" else (float("inf"), 1)
-        R, dev, dt = xr.shape[0], xr.device, xr.dtype
         self.xf = _flat(xr)
         self.d = torch.zeros_like(self.xf)
         self.best = self.xf.clone()
@@ -115,11 +121,12 @@ class _Walks:
         self.best[rows[better]] = points[better]
         self.best_n[rows[better]] = n[better]
 
-    def _objective(self, k: int, steps: int):
-        """The objective of step k: a smooth max's temperature moves geometrically (first -> last)."""
+    def _objective(self, k: int, steps: int, rows: torch.Tensor):
+        """The objective of step k for walks `rows`: a smooth max's temperature moves geometrically
+        (first -> last) over the `steps` steps of this advance."""
         if self.temperature is None:
             return self.obj
-        t0, t1 = self.temperature
+        t0, t1 = (t[rows] for t in self.temperature)
         tau = t0 * (t1 / t0) ** (k / max(steps - 1, 1))
         return dataclasses.replace(self.obj, temperature=tau)
 
@@ -141,7 +148,7 @@ class _Walks:
         upper = 1.0 + lower
         d, ov, trust = self.d[rows], self.ov[rows], self.trust[rows]
         f_prev, step_len = self.f_prev[rows], self.step_len[rows]
-        yr, tr = self.yr[rows], self.tr[rows]
+        yr, tr, a0, a1 = self.yr[rows], self.tr[rows], self.a0[rows], self.a1[rows]
         other = None if self.other is None else self.other[rows]
         for k in range(steps):
             if self.stop_at is not None and k > 1:  # images judged within stop_at (last step) stop here
@@ -151,12 +158,12 @@ class _Walks:
                     live = ~done
                     if not live.any():
                         return
-                    rows, xf, lower, upper, d, ov, trust, f_prev, step_len, yr, tr = (
-                        t[live] for t in (rows, xf, lower, upper, d, ov, trust, f_prev, step_len, yr, tr))
+                    rows, xf, lower, upper, d, ov, trust, f_prev, step_len, yr, tr, a0, a1 = (
+                        t[live] for t in (rows, xf, lower, upper, d, ov, trust, f_prev, step_len, yr, tr, a0, a1))
                     other = None if other is None else other[live]
             shape = (len(rows),) + tuple(self.xr.shape[1:])
             p = (xf + d).reshape(shape)
-            e = self.expand(self.model, self._objective(k, steps), p, yr, tr, other)
+            e = self.expand(self.model, self._objective(k, steps, rows), p, yr, tr, other)
             if k > 0:  # judge the previous step (first order: by the expansion's own forward pass)
                 logits = e.logits
                 if logits is None:
@@ -170,7 +177,7 @@ class _Walks:
                 worse = ~ok & (e.f > f_prev)
                 trust = torch.where(worse, 0.5 * step_len, 2.0 * trust)
             f_prev = e.f
-            a = self.a1 + (self.a0 - self.a1) * 0.5 * (1.0 + math.cos(math.pi * k / max(steps - 1, 1)))
+            a = (a1 + (a0 - a1) * 0.5 * (1.0 + math.cos(math.pi * k / max(steps - 1, 1))))[:, None]
             # the model's margin is aimed at -aim: overshoot x (dual norm of g) x (size of d)
             aim = ov * torch.linalg.vector_norm(e.g, ord=self.dual, dim=1) * self.size(d).clamp_min(1e-3)
             if e.rank == 0:  # both first-order problems in one solve (rows are independent)
@@ -209,8 +216,24 @@ def chunk_rows(model: nn.Module, x1: torch.Tensor) -> int:
     return max(8, int(CHUNK_BYTES // (numel * x1.element_size())))
 
 
+@dataclass(frozen=True)
+class SmoothMaxWalk:
+    """One targeted walk on the smooth max T3-lse: its temperature (first, last), annealed
+    geometrically, in units of the image's logit gap max_i Z_i - Z_t at x (the same walk for any
+    logit scale), and the step fraction alpha's cosine schedule (first, last)."""
+
+    temperature: tuple[float, float]
+    alpha: tuple[float, float]
+
+
+# Targeted: a cold walk (led by the strongest competitors from the start, long strides) and a hot
+# one (every competitor pushed down at once, shorter strides); each image keeps the closer point.
+# Neither alone is best on every model (docs/engine.md, "Targeted").
+TARGETED_WALKS = (SmoothMaxWalk((0.03, 0.003), (0.5, 0.05)), SmoothMaxWalk((0.3, 0.003), (0.35, 0.03)))
+
+
 def walk_budget(steps: int, starts: int, screen: int = 0, keep: int = 1) -> int:
-    """Expansions per image of an untargeted boundary_walk (a targeted one walks this many steps)."""
+    """Expansions per image of an untargeted boundary_walk (each walk of a targeted one takes this many)."""
     starts = max(1, int(starts))
     if starts > keep and 0 < screen < steps:
         return starts * screen + keep * (steps - screen)
@@ -228,11 +251,11 @@ def boundary_walk(
     starts: int = 2,
     screen: int = 0,
     keep: int = 1,
-    alpha: tuple[float, float] | None = None,
+    alpha: tuple[float, float] = (1.0, 0.05),
     overshoot: float = 0.02,
     growth: float = 1.5,
     bisection: int = 10,
-    temperature: tuple[float, float] = (1.0, 0.03),
+    targeted_walks: tuple[SmoothMaxWalk, ...] = TARGETED_WALKS,
     stop_at: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Smallest verified adversarial example per image (L2 or Linf) and its norm (NaN: none found).
@@ -241,12 +264,12 @@ def boundary_walk(
     curvature source). Untargeted (`untargeted_walks`): `starts` walks of `steps` toward the
     strongest other classes; with `screen` > 0 every walk first takes `screen` steps (a walk of its
     own), then only the `keep` best per image (smallest verified distance so far) walk
-    `steps - screen` more from where they stand. Targeted (`targeted_walk`): one walk of as many
-    steps as that costs (`walk_budget`). Expansions per image: `walk_budget(...)`; forward passes:
-    one verdict per walk and phase and `bisection` for the winner.
-    alpha: the step fraction's cosine schedule (first, last); default (1, 0.05) untargeted and
-    (0.5, 0.05) targeted (docs/engine.md).
-    temperature: targeted only, the smooth max's temperature (first, last), geometric over the walk.
+    `steps - screen` more from where they stand. Targeted (`targeted_walk`): one walk per entry of
+    `targeted_walks`, each as long as the untargeted walks cost together (`walk_budget`).
+    Expansions per image: `walk_budget(...)` untargeted, `len(targeted_walks)` times that targeted;
+    forward passes: one verdict per walk and phase and `bisection` for the winner.
+    alpha: untargeted only, the step fraction's cosine schedule (first, last) (docs/engine.md).
+    targeted_walks: targeted only, the walks per image and their schedules (`SmoothMaxWalk`).
     stop_at: the fixed-budget attack's eps (`fixed_budget`): a walk stops as soon as it holds a
     verified point within that distance, and an image with such a walk goes no further after the
     screening; the distances of the other images are the same as without it.
@@ -254,10 +277,10 @@ def boundary_walk(
     goal = Goal(y, target)
     if target is None:
         walks, K = untargeted_walks(model, expand, x, y, norm, steps, starts, screen, keep,
-                                    alpha or (1.0, 0.05), overshoot, growth, stop_at)
+                                    alpha, overshoot, growth, stop_at)
     else:
         walks, K = targeted_walk(model, expand, x, goal, norm, walk_budget(steps, starts, screen, keep),
-                                 alpha or (0.5, 0.05), overshoot, growth, temperature, stop_at), 1
+                                 targeted_walks, overshoot, growth, stop_at)
     return _closest(model, walks, x, goal, K, bisection)
 
 
@@ -291,14 +314,27 @@ def untargeted_walks(model, expand: ExpandFn, x, y, norm, steps, starts, screen,
     return walks, K
 
 
-def targeted_walk(model, expand: ExpandFn, x, goal: Goal, norm, steps, alpha, overshoot, growth,
-                  temperature, stop_at: float | None = None) -> _Walks:
-    """One walk per image of `steps` steps on the smooth max tau log sum_{i!=t} exp(Z_i / tau) - Z_t
-    (T3-lse: every competitor at once), tau annealed geometrically over the walk."""
-    walks = _Walks(model, expand, get_objective("T3-lse"), x, goal.y, goal.target, None, goal, norm,
-                   overshoot, growth, alpha, temperature, stop_at)
-    walks.advance(torch.arange(x.shape[0], device=x.device), steps)
-    return walks
+def targeted_walk(model, expand: ExpandFn, x, goal: Goal, norm, steps, walks_: tuple[SmoothMaxWalk, ...],
+                  overshoot, growth, stop_at: float | None = None) -> tuple[_Walks, int]:
+    """K = len(walks_) walks per image of `steps` steps each on the smooth max
+    tau log sum_{i!=t} exp(Z_i / tau) - Z_t (T3-lse: every competitor at once), walk k with the
+    k-th schedule (`SmoothMaxWalk`); returns the walks and K."""
+    B, K = x.shape[0], len(walks_)
+    if K == 0:
+        raise ValueError("targeted_walks must name at least one walk")
+    with torch.no_grad():
+        z = model(x)
+    gap = (z.max(1).values - z.gather(1, goal.target[:, None])[:, 0]).clamp_min(1e-3).repeat_interleave(K)
+    def per_row(values) -> torch.Tensor:   # walk k's value on every row k, K + k, 2K + k, ...
+        return torch.tensor(values, device=x.device, dtype=x.dtype).repeat(B)
+    temperature = tuple(per_row([w.temperature[i] for w in walks_]) * gap for i in (0, 1))
+    alpha = tuple(per_row([w.alpha[i] for w in walks_]) for i in (0, 1))
+    gr = goal.repeat_interleave(K)
+    walks = _Walks(model, expand, get_objective("T3-lse"), x.repeat_interleave(K, 0), gr.y, gr.target, None, gr,
+                   norm, overshoot, growth, alpha, temperature, stop_at)
+    walks.per_image = K
+    walks.advance(torch.arange(B * K, device=x.device), steps)
+    return walks, K
 
 
 def _closest(model, walks: _Walks, x, goal: Goal, K: int, bisection: int) -> tuple[torch.Tensor, torch.Tensor]:

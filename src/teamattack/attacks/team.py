@@ -173,8 +173,9 @@ class TEAM(Attack):
             L0, the trust-region iterations (default 10). Not taken by paper mode (one expansion).
         starts, screen, overshoot: min-norm (and the walk of the L2 / Linf fixed-budget attack),
             see `WalkConfig` and teamattack.attacks.boundary_walk: 6 starts screened for 8 steps,
-            then the best walks on (6 x 8 + 32 = 80 gradients per image untargeted; a targeted
-            walk gets the same number of steps). The fixed-budget walk: 3 starts, 8 screened, 30 long.
+            then the best walks on (6 x 8 + 32 = 80 gradients per image untargeted; targeted, two
+            walks of that length, a cold and a hot smooth max: 160). The fixed-budget walk: 3 starts,
+            8 screened, 30 long.
         search, max_radius, per_pass, rounds: paper and iterated radius search (`SearchConfig`).
         box_iters: iterations of the box-constrained subproblem solvers (paper, iterated, L0 eps).
         krylov_k: Lanczos steps (Hessian-vector products) for hessian="krylov" (or "auto").
