@@ -181,18 +181,20 @@ def test_default_split_stays_within_apgd_ce_100():
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.5)])
 def test_team_fixed_budget_gradients_per_image_as_claimed(digits, norm, eps):
-    """The counted gradients never exceed the per-image bound on any image (one image at a time)."""
+    """The counted gradients never exceed the per-image bound on any image (one image at a time),
+    untargeted and targeted (whose walk is the cold smooth-max walk alone)."""
     from teamattack.attacks import fixed_budget as fbm
     from teamattack.attacks.boundary_walk import walk_budget
 
     model, x, y = digits
     bound = walk_budget(fbm.WALK_STEPS, fbm.WALK_STARTS, fbm.WALK_SCREEN) + fbm.ASCENT_STEPS + 2
     attack = ta.TEAM(model, norm=norm, eps=eps, hessian="none")
+    targeted = ta.TEAM(model, norm=norm, eps=eps, hessian="none", targeted=True)
     for i in range(4):
-        res = attack(x[i:i + 1], y[i:i + 1])
-        assert res.counters.gradients <= bound
-        dist = res.linf if norm == "linf" else res.l2
-        assert float(dist[0]) <= eps + 1e-6
+        for res in (attack(x[i:i + 1], y[i:i + 1]), targeted(x[i:i + 1], y[i:i + 1], (y[i:i + 1] + 1) % 10)):
+            assert res.counters.gradients <= bound
+            dist = res.linf if norm == "linf" else res.l2
+            assert float(dist[0]) <= eps + 1e-6
 
 
 def test_team_fixed_budget_batch_independent(digits):

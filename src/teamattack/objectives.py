@@ -34,7 +34,8 @@ class Objective:
     softmax: bool
     margin: bool
     smooth_max: bool = False
-    temperature: float = 1.0  # smooth_max only: tau * logsumexp(Z / tau), the max as tau -> 0
+    # smooth_max only: tau * logsumexp(Z / tau), the max as tau -> 0; a number or one per example (B,)
+    temperature: float | torch.Tensor = 1.0
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(dim=-1) if self.softmax else logits
@@ -67,7 +68,7 @@ class Objective:
         sa = s.gather(-1, a[:, None])[:, 0]
         if self.margin:
             if self.smooth_max:
-                tau = self.temperature   # a number, or one per example (B,)
+                tau = self.temperature
                 tau = tau[:, None] if torch.is_tensor(tau) and tau.dim() == 1 else tau
                 so = (tau * (s / tau).scatter(-1, a[:, None], float("-inf")).logsumexp(-1, keepdim=True))[:, 0]
             else:

@@ -314,21 +314,22 @@ def untargeted_walks(model, expand: ExpandFn, x, y, norm, steps, starts, screen,
     return walks, K
 
 
-def targeted_walk(model, expand: ExpandFn, x, goal: Goal, norm, steps, walks_: tuple[SmoothMaxWalk, ...],
+def targeted_walk(model, expand: ExpandFn, x, goal: Goal, norm, steps, schedules: tuple[SmoothMaxWalk, ...],
                   overshoot, growth, stop_at: float | None = None) -> tuple[_Walks, int]:
-    """K = len(walks_) walks per image of `steps` steps each on the smooth max
+    """K = len(schedules) walks per image of `steps` steps each on the smooth max
     tau log sum_{i!=t} exp(Z_i / tau) - Z_t (T3-lse: every competitor at once), walk k with the
     k-th schedule (`SmoothMaxWalk`); returns the walks and K."""
-    B, K = x.shape[0], len(walks_)
+    B, K = x.shape[0], len(schedules)
     if K == 0:
         raise ValueError("targeted_walks must name at least one walk")
     with torch.no_grad():
         z = model(x)
     gap = (z.max(1).values - z.gather(1, goal.target[:, None])[:, 0]).clamp_min(1e-3).repeat_interleave(K)
+
     def per_row(values) -> torch.Tensor:   # walk k's value on every row k, K + k, 2K + k, ...
         return torch.tensor(values, device=x.device, dtype=x.dtype).repeat(B)
-    temperature = tuple(per_row([w.temperature[i] for w in walks_]) * gap for i in (0, 1))
-    alpha = tuple(per_row([w.alpha[i] for w in walks_]) for i in (0, 1))
+    temperature = tuple(per_row([w.temperature[i] for w in schedules]) * gap for i in (0, 1))
+    alpha = tuple(per_row([w.alpha[i] for w in schedules]) for i in (0, 1))
     gr = goal.repeat_interleave(K)
     walks = _Walks(model, expand, get_objective("T3-lse"), x.repeat_interleave(K, 0), gr.y, gr.target, None, gr,
                    norm, overshoot, growth, alpha, temperature, stop_at)

@@ -39,7 +39,7 @@ from ..objectives import Objective, get_objective
 from ..validation import check_number
 from .base import Attack
 from . import fixed_budget as fb
-from .boundary_walk import ExpandFn, boundary_walk, segment_boundary
+from .boundary_walk import TARGETED_WALKS, ExpandFn, boundary_walk, segment_boundary
 
 Walk = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
 from .pixel_pruning import prune_pixels
@@ -175,7 +175,7 @@ class TEAM(Attack):
             see `WalkConfig` and teamattack.attacks.boundary_walk: 6 starts screened for 8 steps,
             then the best walks on (6 x 8 + 32 = 80 gradients per image untargeted; targeted, two
             walks of that length, a cold and a hot smooth max: 160). The fixed-budget walk: 3 starts,
-            8 screened, 30 long.
+            8 screened, 30 long (targeted: the cold walk alone, as long as those cost together).
         search, max_radius, per_pass, rounds: paper and iterated radius search (`SearchConfig`).
         box_iters: iterations of the box-constrained subproblem solvers (paper, iterated, L0 eps).
         krylov_k: Lanczos steps (Hessian-vector products) for hessian="krylov" (or "auto").
@@ -374,9 +374,10 @@ class TEAM(Attack):
             c = self.walk_config
 
             def walk(xx: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor | None):  # images leave once within eps
+                # targeted: one walk (the cold one), so that the ascents keep their share of the budget
                 return boundary_walk(model, expand_fn, xx, yy, tt, norm=self.norm, steps=c.steps,
                                      starts=c.starts, screen=c.screen, overshoot=c.overshoot,
-                                     stop_at=float(self.eps))
+                                     targeted_walks=TARGETED_WALKS[:1], stop_at=float(self.eps))
 
             return fb.fixed_budget(model, x, y, target, norm=self.norm, eps=float(self.eps), walk=walk,
                                    steps=self.budget_config.steps)
