@@ -1,0 +1,41 @@
+"""The scripts in scripts/ that publish tables: each runs end to end on a few images."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_HAVE_PEERS = all(importlib.util.find_spec(m) is not None for m in ("torchattacks", "foolbox", "adv_lib"))
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.peers
+@pytest.mark.skipif(not _HAVE_PEERS, reason="the peers are not installed (./run.sh peers)")
+def test_targeted_walk_ab_compares_every_schedule_with_the_reference(tmp_path):
+    """Every variant reaches every target (each point checked by the script with a fresh forward
+    pass), costs its walks' gradients exactly, and lands near DDN-1000 image by image."""
+    from teamattack.attacks.boundary_walk import TARGETED_WALKS, walk_budget
+
+    ab = _script("targeted_walk_ab")
+    out = tmp_path / "ab.md"
+    assert ab.main(["--model", "digits-mlp", "--dataset", "digits", "-n", "6", "--seed", "1",
+                    "--refs", "ddn-1000", "--out", str(out)]) == 0
+    rows = {r["variant"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert set(rows) == set(ab.VARIANTS)
+    one = walk_budget(40, 6, 8)
+    for name, (walks, steps) in ab.VARIANTS.items():
+        r = rows[name]
+        assert r["n"] == 6 and r["failures"] == 0
+        assert r["gradients_per_image"] == len(walks) * steps
+        assert 0.8 < r["median"] < 1.2
+    assert rows["cold + hot (the default)"]["gradients_per_image"] == len(TARGETED_WALKS) * one
+    assert "| cold + hot (the default) | 160 |" in out.read_text()
