@@ -320,3 +320,87 @@ def test_explain_a_gap(tiny_mlp):
     assert same.reason == "same region" and same.ratio == pytest.approx(1.0) and same.cosine == pytest.approx(1.0)
     far = explain(layers, x0, x0 + 2.0 * (xo - x0), xo, "l2")
     assert far.ratio == pytest.approx(2.0) and far.attack_class != int(y[0])
+
+
+# ------------------------------------------- bounds over the L2 ball and the box; branch and bound
+@pytest.mark.parametrize("seed", range(5))
+def test_ball_box_support_is_the_maximum(seed):
+    """The dual bound equals max c.d over the ball and the box (SLSQP from several starts)."""
+    from teamattack.exact.relu import ball_box_support
+
+    rng = np.random.default_rng(seed)
+    n = 7
+    x0 = rng.uniform(size=n)
+    lo, hi = -x0, 1 - x0
+    C = rng.normal(size=(3, n))
+    for radius in (0.05, 0.4, 3.0):  # the ball inside the box, cutting it, containing it
+        got = ball_box_support(C, lo, hi, radius)
+        for c, g in zip(C, got):
+            best = -math.inf
+            for s in range(4):
+                start = np.clip(rng.normal(size=n) * radius / 3, lo, hi) if s else np.zeros(n)
+                r = so.minimize(lambda d: -c @ d, start, jac=lambda d: -c, method="SLSQP",
+                                bounds=list(zip(lo, hi)), options={"ftol": 1e-14, "maxiter": 500},
+                                constraints=[{"type": "ineq", "fun": lambda d: radius ** 2 - d @ d,
+                                              "jac": lambda d: -2 * d}])
+                if r.success and r.x @ r.x <= radius ** 2 * (1 + 1e-7):
+                    best = max(best, float(c @ r.x))
+            assert g >= best - 1e-9 and g == pytest.approx(best, rel=1e-6, abs=1e-8)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ball_bounds_are_sound_and_tighter_than_the_box(seed):
+    """Every point of the ball and the box lies within the bounds; the ball's bounds are tighter."""
+    from teamattack.exact.relu import forward_np, layer_bounds
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(30, 12), nn.ReLU(), nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 4)).double()
+    layers = X.relu_layers(net, (30,))
+    rng = np.random.default_rng(seed)
+    x0, radius = rng.uniform(size=30), 0.6
+    lo, hi = np.maximum(0, x0 - radius), np.minimum(1, x0 + radius)
+    box = layer_bounds(layers, lo, hi)
+    ball = layer_bounds(layers, lo, hi, ball=(x0, radius))
+    d = rng.normal(size=(4000, 30))
+    d *= (radius * rng.uniform(size=(4000, 1)) ** (1 / 30)) / np.linalg.norm(d, axis=1, keepdims=True)
+    pts = np.clip(x0 + d, lo, hi)
+    for k, ((l, u), (lb, ub)) in enumerate(zip(ball, box)):
+        z = np.stack([forward_np(layers, p)[k] for p in pts])
+        assert (z >= l - 1e-9).all() and (z <= u + 1e-9).all()
+        assert (l >= lb - 1e-9).all() and (u <= ub + 1e-9).all()
+    assert sum(float((u - l).sum()) for l, u in ball) < sum(float((u - l).sum()) for l, u in box)
+
+
+def test_branch_and_bound_equals_scip_and_beats_every_attack(tiny_mlp):
+    """Given the attack's distance as the radius, branch and bound and SCIP prove the same optimum."""
+    from teamattack.attacks import TEAM
+
+    model, x, y = tiny_mlp
+    team = TEAM(model, norm="l2")(x, y)
+    d = (team.x_adv - x).flatten(1).norm(dim=1)
+    em = torch.where(team.success, d * 1.0001 + 1e-6, torch.full_like(d, math.inf))
+    bnb = X.min_l2_relu(model, x, y, eps_max=em, x_start=team.x_adv, solver="bnb", time_limit=30)
+    scip = X.min_l2_relu(model, x, y, eps_max=em, solver="scip", time_limit=30)
+    both = np.array([a == b == "optimal" for a, b in zip(bnb.status, scip.status)])
+    assert both.sum() >= 4, (bnb.status, scip.status)
+    assert np.allclose(bnb.eps[both], scip.eps[both], rtol=1e-4, atol=1e-6)
+    ok = team.success.numpy() & both
+    assert (bnb.eps[ok] <= d.double().numpy()[ok] * (1 + 1e-5) + 1e-7).all()
+    assert bool(bnb.verified[torch.from_numpy(both)].all())
+    assert all(p["solver"] == "bnb" and p["nodes"] >= 1 for p in bnb.info["per_image"])
+    # targeted, the same agreement
+    t = (y + 3) % 10
+    tb = X.min_l2_relu(model, x[:3], y[:3], target=t[:3], eps_max=3.0, solver="bnb", time_limit=30)
+    ts = X.min_l2_relu(model, x[:3], y[:3], target=t[:3], eps_max=3.0, solver="scip", time_limit=30)
+    same = np.array([a == b == "optimal" for a, b in zip(tb.status, ts.status)])
+    assert same.any() and np.allclose(tb.eps[same], ts.eps[same], rtol=1e-4, atol=1e-6)
+    assert (model(tb.x_adv[torch.from_numpy(same)]).argmax(1) == t[:3][torch.from_numpy(same)]).all()
+
+
+def test_branch_and_bound_time_limit_reports_a_lower_bound(tiny_mlp):
+    model, x, y = tiny_mlp
+    res = X.min_l2_relu(model, x[:1], y[:1], eps_max=4.0, solver="bnb", time_limit=1e-3)
+    assert res.status[0] == "time-limit" and 0 <= res.lower[0]
+    assert math.isnan(res.eps[0]) or res.lower[0] <= res.eps[0] + 1e-12
+    with pytest.raises(ValueError, match="solver"):
+        X.min_l2_relu(model, x[:1], y[:1], solver="gurobi")

@@ -9,8 +9,9 @@ pieces between the `nn.ReLU` modules are affine. Two views of it are built on on
 * `relu_layers`: every piece as an explicit float64 `(W, b)` (any affine piece: Flatten, Linear,
   normalisation, Conv2d), for the exact solvers.
 
-Bounds (`layer_bounds`): interval arithmetic for layer 1 (optionally intersected with an L2 ball),
-then for every later layer an LP over the triangle relaxation of the earlier ones.
+Bounds (`layer_bounds`): interval arithmetic, then for every later layer an LP over the triangle
+relaxation of the earlier ones; over an L2 ball intersected with the box, also backward linear
+bounds (`backward_bounds`, CROWN-style) closed by the ball-and-box support function.
 """
 from __future__ import annotations
 
@@ -263,33 +264,86 @@ class Rows:
         return so.LinearConstraint(self.csr(nvar), np.array(self.lb), np.array(self.ub))
 
 
-def layer_bounds(layers, lo_x, hi_x, lp: bool = True, first=None):
+def layer_bounds(layers, lo_x, hi_x, lp: bool = True, ball: tuple[np.ndarray, float] | None = None):
     """Pre-activation bounds (l, u) of every hidden layer over the input box [lo_x, hi_x].
 
-    Layer 1 by interval arithmetic (intersected with `first` = (l1, u1) when given, e.g. the
-    bounds over an L2 ball), later layers by interval arithmetic then, where lp, an LP over the
-    triangle relaxation of the earlier layers.
+    Interval arithmetic, then, where lp, an LP over the triangle relaxation of the earlier layers.
+    With `ball` = (x0, radius) the region is the box intersected with the L2 ball: layer 1 gets the
+    exact bounds over it (`ball_box_support`) and every later layer the tighter of the LP and the
+    backward linear bounds over it (`backward_bounds`). Where the radius is small against the box
+    (an MNIST image at radius ~1 has its box almost [0, 1]^784), the ball is what makes the bounds
+    tight enough for branch and bound.
     """
     bounds: list[tuple[np.ndarray, np.ndarray]] = []
     for k in range(len(layers) - 1):
         if k == 0:
             l, u = interval(*layers[0], lo_x, hi_x)
-            if first is not None:
-                l, u = np.maximum(l, first[0]), np.minimum(u, first[1])
         else:
             pl, pu = bounds[-1]
             l, u = interval(*layers[k], np.maximum(pl, 0.0), np.maximum(pu, 0.0))
-            if lp:
-                l, u = _lp_bounds(layers[: k + 1], bounds, lo_x, hi_x, l, u)
+        if ball is not None:
+            bl, bu = backward_bounds(layers[: k + 1], bounds, ball[0], lo_x, hi_x, ball[1])
+            l, u = np.maximum(l, bl), np.minimum(u, bu)
+        if k > 0 and lp:
+            l, u = _lp_bounds(layers[: k + 1], bounds, lo_x, hi_x, l, u)
         bounds.append((l, u))
     return bounds
 
 
-def l2_ball_bounds(W, b, x0, radius):
-    """Bounds of W x + b over the L2 ball ||x - x0|| <= radius."""
-    z = W @ x0 + b
-    r = radius * np.linalg.norm(W, axis=1)
-    return z - r, z + r
+def ball_box_support(C: np.ndarray, lo: np.ndarray, hi: np.ndarray, radius: float, iters: int = 100) -> np.ndarray:
+    """Per row c of C an upper bound of max c.d over {lo <= d <= hi, ||d|| <= radius} (lo <= 0 <= hi).
+
+    The Lagrangian dual min_mu>=0 sum_j max_{d_j in [lo_j, hi_j]} (c_j d_j - mu d_j^2) + mu radius^2,
+    whose inner maximiser is d_j = clip(c_j / (2 mu), lo_j, hi_j); mu is found by bisection on
+    ||d(mu)|| = radius. Any mu gives a valid bound (weak duality), so the result is an upper bound
+    whatever the bisection's accuracy, and equal to the maximum (strong duality) at the limit.
+    """
+    C = np.atleast_2d(np.asarray(C, dtype=np.float64))
+    corner = np.where(C > 0, hi, lo)  # the box's maximiser
+    box = (C * corner).sum(1)
+    if radius <= 0:
+        return np.zeros(len(C))
+    # tau = 1 / (2 mu): ||clip(tau c)|| grows with tau; bisect in log space for ||d|| = radius
+    t_lo, t_hi = np.full(len(C), 1e-12), np.full(len(C), 1e12)
+    for _ in range(iters):
+        tau = np.sqrt(t_lo * t_hi)
+        big = np.linalg.norm(np.clip(tau[:, None] * C, lo, hi), axis=1) > radius
+        t_hi, t_lo = np.where(big, tau, t_hi), np.where(big, t_lo, tau)
+    mu = 1.0 / (2.0 * t_hi)
+    d = np.clip(C / (2.0 * mu[:, None]), lo, hi)
+    dual = (C * d - mu[:, None] * d * d).sum(1) + mu * radius * radius
+    inside = np.linalg.norm(corner, axis=1) <= radius  # the box corner is in the ball: the box decides
+    return np.where(inside, box, np.minimum(box, dual))
+
+
+def backward_bounds(layers, bounds, x0: np.ndarray, lo_x: np.ndarray, hi_x: np.ndarray,
+                    radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of the last layer's pre-activation over {lo_x <= x <= hi_x, ||x - x0|| <= radius}.
+
+    Back-substitution through the ReLUs of the earlier layers (whose bounds are `bounds`) with one
+    linear upper and one linear lower relaxation per unstable unit (the triangle's upper side; slope
+    1 or 0 below, whichever is closer), as in CROWN / DeepPoly, then `ball_box_support` for the
+    linear function of x that remains. Sound: every step only loosens.
+    """
+    W, b = layers[-1]
+    out = []
+    for sign in (1.0, -1.0):  # upper bounds of sign * z
+        lam, const = sign * W, sign * b
+        for j in range(len(layers) - 2, -1, -1):
+            l, u = bounds[j]
+            on, off = l >= 0, u <= 0
+            unstable = ~on & ~off
+            width = np.where(unstable, u - l, 1.0)
+            up_slope = np.where(unstable, u / width, on.astype(float))
+            up_icpt = np.where(unstable, -up_slope * l, 0.0)
+            low_slope = np.where(unstable, (u > -l).astype(float), on.astype(float))
+            pos = lam > 0
+            const = const + (np.where(pos, up_icpt[None], 0.0) * lam).sum(1)
+            lam = lam * np.where(pos, up_slope[None], low_slope[None])
+            Wj, bj = layers[j]
+            const, lam = const + lam @ bj, lam @ Wj
+        out.append(lam @ x0 + const + ball_box_support(lam, lo_x - x0, hi_x - x0, radius) + 1e-9)
+    return -out[1], out[0]
 
 
 def _relaxation(layers_hidden, bounds, lo_x, hi_x):
