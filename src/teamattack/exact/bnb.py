@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .relu import backward_bounds
+from .relu import backward_bounds, forward_np, triangle_relaxation
 
 INSIDE = 1e-5  # logit margin of the returned points: the exact optimum is a tie, this is just across it
 
@@ -56,53 +56,31 @@ class PhaseQP:
         import piqp
 
         self._piqp = piqp
-        inf = np.inf
         self.layers, self.target, self.n, self.offset = layers, target, len(x0), float(x0 @ x0)
         n = self.n
-        offs = [n]
-        for l, _ in bounds:
-            offs.append(offs[-1] + len(l))
-        self.offs = offs
-        r_, c_, v_, rlo, rhi = [], [], [], [], []
-
-        def add(cols, vals, lo, hi) -> int:
-            k = len(rlo)
-            r_.extend([k] * len(cols))
-            c_.extend(cols)
-            v_.extend(vals)
-            rlo.append(lo)
-            rhi.append(hi)
-            return k
-
-        self.col_lo = np.concatenate([lo_x] + [np.maximum(l, 0.0) for l, _ in bounds])
-        self.col_hi = np.concatenate([hi_x] + [np.maximum(u, 0.0) for _, u in bounds])
+        rel = triangle_relaxation(layers[:-1], bounds, lo_x, hi_x)
+        self.offs, self.col_lo, self.col_hi = rel.offs, rel.col_lo, rel.col_hi
+        rows = rel.rows
         # per unstable unit: (layer, unit, activation column, row "a >= z", row "z", bias)
         self.unstable: list[tuple[int, int, int, int, int, float]] = []
-        for k, ((W, b), (l, u)) in enumerate(zip(layers[:-1], bounds)):
-            prev = list(range(offs[k - 1], offs[k])) if k else list(range(n))
-            for i in range(len(b)):
-                col = offs[k] + i
-                if u[i] <= 0:
-                    continue  # off: its column is fixed at 0 by its bounds
-                if l[i] >= 0:
-                    add([col] + prev, [1.0, *(-W[i])], b[i], b[i])
-                    continue
-                ge = add([col] + prev, [1.0, *(-W[i])], b[i], inf)
-                s = u[i] / (u[i] - l[i])
-                add([col] + prev, [1.0, *(-s * W[i])], -inf, s * (b[i] - l[i]))
-                z = add(prev, list(W[i]), -inf, inf)
-                self.unstable.append((k, i, col, ge, z, float(b[i])))
+        for k, i, col, ge in rel.unstable:
+            W, b = layers[k]
+            prev = np.arange(self.offs[k - 1], self.offs[k]) if k else np.arange(n)
+            self.unstable.append((k, i, col, ge, len(rows), float(b[i])))
+            rows.add(prev, W[i], -np.inf, np.inf)  # z - b, bounded on a side once the phase is fixed
         WL, bL = layers[-1]
-        last = list(range(offs[-2], offs[-1])) if len(offs) > 1 else list(range(n))
-        self.goal = np.array([add(last, list(WL[target] - WL[j]), -(bL[target] - bL[j]), inf)
-                              for j in range(len(bL)) if j != target], dtype=np.int64)
-        nvar = offs[-1]
-        self.G = sp.csc_matrix((v_, (r_, c_)), shape=(len(rlo), nvar))
+        last = np.arange(self.offs[-2], self.offs[-1]) if len(self.offs) > 1 else np.arange(n)
+        self.goal = np.arange(len(rows), len(rows) + len(bL) - 1)
+        for j in range(len(bL)):
+            if j != target:
+                rows.add(last, WL[target] - WL[j], -(bL[target] - bL[j]), np.inf)
+        nvar = rel.nvar
+        self.G = rows.csr(nvar).tocsc()
+        rlo, rhi = np.array(rows.lb, dtype=float), np.array(rows.ub, dtype=float)
         # the interval of every row over the column bounds replaces its infinite sides
         Gp, Gn = self.G.maximum(0), self.G.minimum(0)
         span_lo = Gp @ self.col_lo + Gn @ self.col_hi - 1.0
         span_hi = Gp @ self.col_hi + Gn @ self.col_lo + 1.0
-        rlo, rhi = np.array(rlo, dtype=float), np.array(rhi, dtype=float)
         self.row_lo = np.where(np.isfinite(rlo), rlo, np.minimum(span_lo, rhi - 1.0))
         self.row_hi = np.where(np.isfinite(rhi), rhi, np.maximum(span_hi, rlo + 1.0))
         self.goal_lo = self.row_lo[self.goal].copy()
@@ -173,10 +151,7 @@ class PhaseQP:
 
 def goal_margin(layers, x: np.ndarray, y: int, target: int | None) -> float:
     """>= 0 where x reaches the goal: z_target - max_other (targeted) or max_{j != y} z_j - z_y."""
-    a = x
-    for W, b in layers[:-1]:
-        a = np.maximum(W @ a + b, 0.0)
-    z = layers[-1][0] @ a + layers[-1][1]
+    z = forward_np(layers, x)[-1]
     if target is not None:
         return float(z[target] - np.delete(z, target).max())
     return float(np.delete(z, y).max() - z[y])

@@ -346,33 +346,52 @@ def backward_bounds(layers, bounds, x0: np.ndarray, lo_x: np.ndarray, hi_x: np.n
     return -out[1], out[0]
 
 
-def _relaxation(layers_hidden, bounds, lo_x, hi_x):
-    """LP variables [x, a_1, ..., a_K] with the triangle relaxation of each ReLU."""
+@dataclass
+class Relaxation:
+    """Variables [x, a_1, ..., a_K] (activation k at offs[k]..offs[k+1]) and the triangle rows.
+
+    Stable-on units: a = W a_prev + b; unstable ones: a >= z and a <= u (z - l) / (u - l), the row
+    of `a >= z` listed in `unstable` as (layer, unit, column of a, row); stable-off units: a = 0 by
+    their column bounds.
+    """
+
+    nvar: int
+    offs: np.ndarray
+    rows: Rows
+    col_lo: np.ndarray
+    col_hi: np.ndarray
+    unstable: list[tuple[int, int, int, int]]
+
+
+def triangle_relaxation(layers_hidden, bounds, lo_x, hi_x) -> Relaxation:
+    """The LP relaxation of the hidden layers over the box [lo_x, hi_x] with their bounds."""
     n = len(lo_x)
     sizes = [len(b[0]) for b in bounds]
     offs = np.cumsum([n] + sizes)
-    nvar = int(offs[-1])
     rows = Rows()
+    unstable: list[tuple[int, int, int, int]] = []
     var_lo = [lo_x] + [np.maximum(l, 0.0) for l, _ in bounds]
     var_hi = [hi_x] + [np.maximum(u, 0.0) for _, u in bounds]
     for k, ((W, bb), (l, u)) in enumerate(zip(layers_hidden, bounds)):
         prev = np.arange(0 if k == 0 else offs[k - 1], offs[k])
         for i in range(len(bb)):
-            ai = offs[k] + i
+            ai = int(offs[k] + i)
             if u[i] <= 0:
                 continue  # a fixed at 0 by its bounds
             if l[i] >= 0:  # a = W a_prev + b
                 rows.add(np.r_[ai, prev], np.r_[1.0, -W[i]], bb[i], bb[i])
             else:  # a >= z ; a <= u (z - l) / (u - l)
+                unstable.append((k, i, ai, len(rows)))
                 rows.add(np.r_[ai, prev], np.r_[1.0, -W[i]], bb[i], INF)
                 s = u[i] / (u[i] - l[i])
                 rows.add(np.r_[ai, prev], np.r_[1.0, -s * W[i]], -INF, s * (bb[i] - l[i]))
-    return nvar, offs, rows, np.concatenate(var_lo), np.concatenate(var_hi)
+    return Relaxation(int(offs[-1]), offs, rows, np.concatenate(var_lo), np.concatenate(var_hi), unstable)
 
 
 def _lp_bounds(layers, bounds, lo_x, hi_x, l0, u0):
     W, bb = layers[-1]
-    nvar, offs, rows, vlo, vhi = _relaxation(layers[:-1], bounds, lo_x, hi_x)
+    rel = triangle_relaxation(layers[:-1], bounds, lo_x, hi_x)
+    nvar, offs, rows, vlo, vhi = rel.nvar, rel.offs, rel.rows, rel.col_lo, rel.col_hi
     cons = rows.matrix(nvar)
     last = np.arange(offs[-2], offs[-1]) if len(offs) > 1 else np.arange(len(lo_x))
     l, u = l0.copy(), u0.copy()
