@@ -3,16 +3,16 @@
 The problem `min ||x - x0||^2` over the box, such that the network's output reaches the goal, is
 a disjunction over the phases (on / off) of its unstable units. Each node of the search fixes some
 phases and relaxes the others to their triangle; its relaxation is a convex QP in (x, activations)
-with linear constraints, solved by PIQP (`piqp`, an interior-point QP solver, to 1e-10). Its optimum is the node's lower
-bound; where no free unit is violated (every relaxed activation equals the ReLU of its input) the
+with linear constraints, solved by PIQP (`piqp`, an interior-point QP solver, to 1e-10). Its
+optimum is the node's lower bound; where no free unit is violated (every relaxed activation equals the ReLU of its input) the
 QP's point is a true adversarial point and its value an upper bound. A node branches on its most
 violated unit; nodes are explored best-first, across all candidate classes at once (untargeted:
 the classes the backward bounds cannot rule out), so the least open bound is the proven lower bound
 whenever the search stops.
 
 Why not SCIP alone (`miqp.solve_scip`): SCIP relaxes the convex quadratic by linear cuts, and on a
-784-input MLP its dual bound stayed at 0 after a minute where the exact QP node bound prunes in a
-few dozen nodes (docs/bench.md, "The L2 judge on MNIST").
+784-input MLP its dual bound stayed at 0 after a minute, where the exact QP node bounds close most
+images in tens to a thousand nodes (docs/bench.md, "The L2 judge on MNIST").
 """
 from __future__ import annotations
 
@@ -162,9 +162,8 @@ def candidate_classes(layers, bounds, x0, lo_x, hi_x, radius: float, y: int, tar
     WL, bL = layers[-1]
     out = []
     for j in ([target] if target is not None else [j for j in range(len(bL)) if j != y]):
-        others = [k for k in range(len(bL)) if k != j]
         # j must beat y (untargeted) or every other class (targeted): each row z_j - z_k must reach 0
-        rows = [y] if target is None else others
+        rows = [y] if target is None else [k for k in range(len(bL)) if k != j]
         Wm = np.stack([WL[j] - WL[k] for k in rows])
         bm = np.array([bL[j] - bL[k] for k in rows])
         _, up = backward_bounds([*layers[:-1], (Wm, bm)], bounds, x0, lo_x, hi_x, radius)
