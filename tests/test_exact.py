@@ -1,6 +1,7 @@
 """Exact optima: breakpoint / dual solvers vs generic solvers, the MILP vs attacks, verification."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -191,6 +192,51 @@ def test_bench_ratio_to_optimum(tiny_mlp):
     assert out["exact"]["linf/untargeted"]["statuses"].get("optimal", 0) >= 1
     if rec["asr"] > 0:
         assert rec["ratio_to_optimum"]["n"] >= 1 and rec["ratio_to_optimum"]["median"] >= 1 - 1e-4
+
+
+def test_points_roundtrip_exactly():
+    from teamattack.bench import records as R
+
+    t = torch.rand(3, 1, 8, 8)
+    back = R.decode_points(json.loads(json.dumps(R.encode_points(t))))
+    assert back.shape == t.shape and torch.equal(back, t)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_bench_hands_the_best_attacks_point_to_the_solver(tiny_mlp, targeted):
+    """bench --exact: every solved image's start is the best successful attack's point (distance
+    and all), for the untargeted problem and for the seeded random target's."""
+    from teamattack.attacks import TEAM
+    from teamattack.bench import stages
+
+    model, x, y = tiny_mlp
+    x, y = x[:4], y[:4]
+    specs = [AttackSpec("team-l2", lambda m, t, e, s: TEAM(m, norm="l2", targeted=t), "l2"),
+             AttackSpec("fgm-l2", lambda m, t, e, s: TEAM(m, norm="l2", targeted=t, mode="paper"), "l2")]
+    store = stages.MemoryStore()
+    out = harness.run_bench(model, x, y, specs, seed=0, batch_size=3, progress=False, exact=True,
+                            exact_time_limit=20, targeted=targeted, sidecar=store)
+    problem = "random" if targeted else "untargeted"
+    case = "average" if targeted else "untargeted"
+    per = out["exact"][f"l2/{problem}"]["per_image"]
+    best = [math.inf] * len(x)
+    for rec in out["runs"]:
+        if rec["attack"] in ("team-l2", "fgm-l2") and rec["case"] == case:
+            pi = rec["per_image"]
+            best = [min(b, d) if ok else b for b, ok, d in zip(best, pi["success"], pi["l2"])]
+    assert any(math.isfinite(b) for b in best)
+    for b, p in zip(best, per):
+        if math.isfinite(b):
+            assert p["incumbent"]["accepted"] and p["incumbent"]["eps"] == pytest.approx(b, rel=1e-6, abs=1e-7)
+            assert p["eps"] <= b * (1 + 1e-6) + 1e-7
+        else:
+            assert "incumbent" not in p
+    # units saved without their points (an older sidecar): no start, the same optima
+    bare = {k: {f: v for f, v in val.items() if f != "points"} for k, val in store.units.items()
+            if not k.startswith("exact|")}
+    p_ = stages.plan(model, x, y, specs, stages.BenchConfig(targeted=targeted, seed=0, batch_size=3))
+    inc = stages.incumbents(p_, bare, x, "l2", problem)
+    assert np.isnan(inc.points).all() and inc.distance == pytest.approx(best)
 
 
 # ------------------------------------------------------------------------------ L2 by MIQP (SCIP)

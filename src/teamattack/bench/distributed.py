@@ -72,10 +72,10 @@ class Shard:
 
     # -- the benchmark's stages --------------------------------------------------------------
     def execute(self, plan: stages.Plan, model, x, y, store: stages.Store, *, progress: bool = True,
-                on_unit: Callable[[str], None] | None = None) -> dict:
+                keep_points: bool = False, on_unit: Callable[[str], None] | None = None) -> dict:
         """This rank's units, then every rank's arrays gathered (the same dict on every rank)."""
         local = stages.execute(plan, model, x, y, store, owns=self.owns, progress=progress and self.is_main,
-                               on_unit=on_unit)
+                               keep_points=keep_points, on_unit=on_unit)
         merged: dict = {}
         for part in self.all_gather(local):
             merged.update(part)
@@ -86,11 +86,11 @@ class Shard:
     def on_rank0(self, fn: stages.ExactFunction) -> stages.ExactFunction:
         """`fn` computed on rank 0 only, its outcome sent to every rank."""
 
-        def run(plan: stages.Plan, runs) -> stages.ExactOutcome:
+        def run(plan: stages.Plan, values) -> stages.ExactOutcome:
             err, out = None, None
             if self.is_main:
                 try:
-                    out = fn(plan, runs)
+                    out = fn(plan, values)
                 except Exception as e:  # noqa: BLE001 - re-raised on every rank below
                     err = f"{type(e).__name__}: {e}"
             err, out = self.broadcast((err, out))

@@ -107,9 +107,11 @@ def run_bench(
     the_plan = stages.plan(model, x, y, specs, config, log=log)
     store = sidecar if sidecar is not None else stages.MemoryStore()
     if shard is None or shard.world == 1:
-        values = stages.execute(the_plan, model, x, y, store, progress=progress, on_unit=on_unit)
+        values = stages.execute(the_plan, model, x, y, store, progress=progress, keep_points=exact,
+                                on_unit=on_unit)
     else:
-        values = shard.execute(the_plan, model, x, y, store, progress=progress, on_unit=on_unit)
+        values = shard.execute(the_plan, model, x, y, store, progress=progress, keep_points=exact,
+                               on_unit=on_unit)
     exact_fn = None
     if exact:
         exact_fn = stages.exact_stage(model, x, y, store, time_limit=exact_time_limit, progress=progress, log=log)

@@ -14,6 +14,7 @@ benchmark produces exactly the same records as an uninterrupted one.
 """
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -31,7 +32,8 @@ DIST_KEYS = ("l0", "l2", "linf", "psnr")
 COUNTER_KEYS = ("forwards", "gradients", "hvps", "seconds")
 
 # per-example arrays of one run: {"success": [bool], "l0": [..], "l2": [..], "linf": [..],
-# "psnr": [..], "forwards": int, "gradients": int, "hvps": int, "seconds": float, "units": int}
+# "psnr": [..], "forwards": int, "gradients": int, "hvps": int, "seconds": float, "units": int}; a unit's
+# arrays may also hold its points ("points": encode_points(x_adv)), kept for the exact stage's starts
 Arrays = dict
 
 
@@ -49,6 +51,20 @@ def example_arrays(x: torch.Tensor, result: AttackResult) -> Arrays:
     out.update(forwards=int(c.forwards), gradients=int(c.gradients), hvps=int(c.hvps),
                seconds=float(c.seconds), peak_memory_mb=float(c.peak_memory_mb), units=1)
     return out
+
+
+def encode_points(t: torch.Tensor) -> dict:
+    """An attack's points as JSON: float32 bytes in base64 and the shape (exact for float32 inputs)."""
+    a = t.detach().cpu().float().contiguous()
+    return {"shape": list(a.shape), "float32": base64.b64encode(a.numpy().astype("<f4").tobytes()).decode("ascii")}
+
+
+def decode_points(d: dict) -> torch.Tensor:
+    """The tensor `encode_points` stored (float32)."""
+    import numpy as np
+
+    raw = np.frombuffer(base64.b64decode(d["float32"]), dtype="<f4").copy()
+    return torch.from_numpy(raw).reshape(d["shape"])
 
 
 def concat(parts: Sequence[Arrays]) -> Arrays:

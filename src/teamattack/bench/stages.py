@@ -8,8 +8,9 @@
 attacks are skipped; `execute` runs the units a `store` (the resume sidecar) does not hold yet, each
 seeded from its own key, optionally only those of one shard; `assemble` turns the arrays into the
 JSON run records (targeted cases, per-image best, robust accuracy). The exact optima are a fourth,
-optional stage between the last two: `assemble(..., exact=ExactStage(function))`, where the function
-maps the plan and the runs to per-image optima (see `exact_stage`).
+optional stage between the last two: `assemble(..., exact=function)`, where the function maps the
+plan and the units' arrays to per-image optima (see `exact_stage`; it starts the solvers from the
+best attack's points, which `execute(..., keep_points=True)` keeps).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -224,24 +226,29 @@ def _roundtrip(obj: dict) -> dict:
 
 
 def run_unit(plan_: Plan, unit: Unit, spec: AttackSpec, model: nn.Module, x: torch.Tensor,
-             y: torch.Tensor) -> R.Arrays:
-    """One attack call, seeded from the unit alone (so it does not depend on what ran before)."""
+             y: torch.Tensor, keep_points: bool = False) -> R.Arrays:
+    """One attack call, seeded from the unit alone (so it does not depend on what ran before).
+    keep_points: the arrays also hold the attack's points (`R.encode_points`)."""
     lo, hi = plan_.batches[unit.batch]
     xb, yb = x[lo:hi], y[lo:hi]
     useed = unit.seed(plan_.config.seed)
     seed_everything(useed)
     attack = spec.build(model, unit.targeted, unit.eps, seed=useed)
     res = attack(xb, yb, plan_.targets_of(unit, y))
-    return _roundtrip(R.example_arrays(xb, res))
+    arr = R.example_arrays(xb, res)
+    if keep_points:
+        arr["points"] = R.encode_points(res.x_adv)
+    return _roundtrip(arr)
 
 
 def execute(plan_: Plan, model: nn.Module, x: torch.Tensor, y: torch.Tensor, store: Store | None = None, *,
-            owns: Callable[[Unit], bool] | None = None, progress: bool = True,
+            owns: Callable[[Unit], bool] | None = None, progress: bool = True, keep_points: bool = False,
             on_unit: Callable[[str], None] | None = None) -> dict[str, R.Arrays]:
     """Run the planned units `store` does not hold yet (only those `owns` accepts, when given).
 
-    Returns {unit key: arrays} for every unit held or run. on_unit(key) is called after every
-    finished unit (tests use it to simulate an interruption).
+    Returns {unit key: arrays} for every unit held or run. keep_points: the arrays of the units
+    run now also hold their points (the exact stage starts its solvers from them). on_unit(key) is
+    called after every finished unit (tests use it to simulate an interruption).
     """
     from tqdm.auto import tqdm
 
@@ -255,7 +262,7 @@ def execute(plan_: Plan, model: nn.Module, x: torch.Tensor, y: torch.Tensor, sto
         for unit in mine:
             val = store.get(unit.key)
             if val is None:
-                val = run_unit(plan_, unit, run.spec, model, x, y)
+                val = run_unit(plan_, unit, run.spec, model, x, y, keep_points=keep_points)
                 store.put(unit.key, val)
                 if on_unit is not None:
                     on_unit(unit.key)
@@ -324,7 +331,7 @@ class ExactOutcome:
     summary: Mapping[str, Any] = field(default_factory=dict)
 
 
-ExactFunction = Callable[[Plan, Sequence[RunArrays]], ExactOutcome]
+ExactFunction = Callable[[Plan, Mapping[str, R.Arrays]], ExactOutcome]
 
 
 @dataclass
@@ -358,7 +365,7 @@ def assemble(plan_: Plan, values: Mapping[str, R.Arrays], exact: ExactFunction |
     eps_list = list(cfg.eps_list) if cfg.eps_list is not None else None
     runs = join(plan_, values)
     main = main_runs(plan_, runs)
-    outcome = exact(plan_, runs) if exact is not None else ExactOutcome()
+    outcome = exact(plan_, values) if exact is not None else ExactOutcome()
     optima = outcome.optima
 
     out_runs: list[dict] = []
@@ -444,17 +451,48 @@ def _robust_rows(runs: Sequence[RunArrays], case: str, eps_list: Sequence[float]
 # ------------------------------------------------------------------------------------------
 # the exact stage (optima of the model where computable)
 # ------------------------------------------------------------------------------------------
-def upper_bounds(runs: Sequence[RunArrays], case: str, n: int, norm: str = "linf") -> list[float]:
-    """Per image the least `norm` distance of any successful attack in `case` (inf where none succeeded)."""
-    ub = [math.inf] * n
-    for r in runs:
-        arr = r.cases.get(case)
-        if arr is None:
+@dataclass(frozen=True)
+class Incumbents:
+    """Per image the least distance of any successful attack (inf where none) and its point (a row
+    of nan where none, or where its unit kept no points): what the exact solvers start from."""
+
+    distance: list[float]
+    points: np.ndarray
+
+
+def incumbents(plan_: Plan, values: Mapping[str, R.Arrays], x: torch.Tensor, norm: str, problem: str) -> Incumbents:
+    """The best successful point per image among the minimum-norm runs' units.
+
+    problem: "untargeted" (any unit counts: an untargeted run, or any target of a targeted one) or
+    "random" (only the units of the image's seeded random target).
+    """
+    n = plan_.n
+    dist = [math.inf] * n
+    pts = np.full((n, int(np.prod(x.shape[1:]))), np.nan)
+    eps_list = plan_.config.eps_list
+    for run in plan_.runs:
+        if run.spec.kind == AttackKind.BUDGET and eps_list is not None:
             continue
-        for i in range(n):
-            if arr["success"][i]:
-                ub[i] = min(ub[i], arr[norm][i])
-    return ub
+        for u in run.units:
+            arr = values.get(u.key)
+            if arr is None:
+                continue
+            lo, hi = plan_.batches[u.batch]
+            decoded = None
+            for j in range(hi - lo):
+                i = lo + j
+                if problem == "random" and u.offset not in (RANDOM_TARGET, int(plan_.random_offsets[i])):
+                    continue
+                d = arr[norm][j]
+                if not (arr["success"][j] and d < dist[i]):
+                    continue
+                dist[i] = d
+                if "points" in arr:
+                    decoded = R.decode_points(arr["points"]) if decoded is None else decoded
+                    pts[i] = decoded[j].reshape(-1).double().numpy()
+                else:
+                    pts[i] = np.nan
+    return Incumbents(dist, pts)
 
 
 def exact_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, store: Store | None = None, *,
@@ -465,11 +503,11 @@ def exact_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, store: Store
     store = store if store is not None else MemoryStore()
     log = log or _log
 
-    def run(plan_: Plan, runs: Sequence[RunArrays]) -> ExactOutcome:
+    def run(plan_: Plan, values: Mapping[str, R.Arrays]) -> ExactOutcome:
         from .. import exact as X
 
         cfg, n, m = plan_.config, plan_.n, plan_.num_classes
-        main = main_runs(plan_, runs)
+        main = main_runs(plan_, join(plan_, values))
         optima: dict[tuple[str, str], list[float]] = {}
         summary: dict = {}
         shape = tuple(x.shape[1:])
@@ -481,9 +519,10 @@ def exact_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, store: Store
             kinds = {case: "untargeted" if case in ("untargeted", "best") else ("random" if case == "average" else None)
                      for case in cfg.case_names}
             for kind in sorted({k for k in kinds.values() if k}):
-                # eps_max for the solver: the least distance (in this norm) of any successful attack
-                src_case = "untargeted" if not cfg.targeted else ("best" if kind == "untargeted" else "average")
-                ub = upper_bounds(main, src_case, n, norm)
+                # eps_max and the start for the solver: the least distance (in this norm) of any
+                # successful attack, and its point
+                inc = incumbents(plan_, values, x, norm, kind)
+                ub = inc.distance
                 vals: list[dict] = []
                 for b, (lo, hi) in enumerate(plan_.batches):
                     key = f"exact|{norm}|{kind}|b={b}"
@@ -493,7 +532,8 @@ def exact_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, store: Store
                             (y[lo:hi] + plan_.random_offsets[lo:hi].to(y.device)) % m
                         em = torch.tensor([u * (1 + 1e-4) + 1e-6 if math.isfinite(u) else math.inf for u in ub[lo:hi]])
                         res = X.exact_optimum(model, x[lo:hi], y[lo:hi], norm, target=tb, eps_max=em,
-                                              time_limit=time_limit, progress=progress)
+                                              time_limit=time_limit, progress=progress,
+                                              x_start=torch.from_numpy(inc.points[lo:hi]))
                         val = _roundtrip({"records": res.records()})
                         store.put(key, val)
                     vals += val["records"]
