@@ -216,3 +216,51 @@ def test_team_settings_in_the_attack_name(digits):
         resolve(model, "linf", ["team:starts=0"])
     with pytest.raises(InputError, match="box_iters"):
         resolve(model, "linf", ["team:box_iters=3"])
+
+
+def test_reuse_carries_the_earlier_runs_over_and_runs_the_rest(digits, independent, monkeypatch):
+    """evaluate(..., reuse=): the attacks the earlier independent evaluation ran at every eps are
+    copied (not built, not run), the others run; another image set or a cascade is refused."""
+    model, x, y = digits
+    doc = json.loads(json.dumps(independent.to_dict()))
+    old = RobustAccuracy.from_dict(doc)
+    assert old.runs == independent.runs
+    from teamattack.evaluation import attacks as A
+
+    real = A.resolve
+
+    def no_fgsm(model_, norm, attacks):
+        specs = real(model_, norm, attacks)
+        for s in specs:
+            if s.label == "fgsm":
+                object.__setattr__(s, "build", lambda e: pytest.fail("a reused attack was built"))
+        return specs
+
+    monkeypatch.setattr("teamattack.evaluation.robust.resolve", no_fgsm)
+    new = ta.evaluate(model, x, y, "linf", eps=[0.05, 0.1], attacks=["team"], cascade=False, reuse=old)
+    assert new.attacks == ["team", "fgsm"]
+    for e in (0.05, 0.1):
+        carried, fresh = new.run("fgsm", e), new.run("team", e)
+        assert carried.reused and carried.robust == independent.run("fgsm", e).robust
+        assert not fresh.reused and fresh.attacked == sum(independent.clean_correct)
+        assert fresh.robust == independent.run("team", e).robust   # TEAM is deterministic: the same flags
+    assert "Carried over from an earlier run on the same images: fgsm." in new.markdown()
+    with pytest.raises(InputError, match="independent"):
+        ta.evaluate(model, x, y, "linf", eps=[0.05], attacks=["team"], cascade=True, reuse=old)
+    with pytest.raises(InputError, match="other images"):
+        ta.evaluate(model, x[:-1], y[:-1], "linf", eps=[0.05], attacks=["team"], cascade=False, reuse=old)
+    # an eps the earlier evaluation did not run: nothing to carry, only what was asked for runs
+    more = ta.evaluate(model, x, y, "linf", eps=[0.2], attacks=["team"], cascade=False, reuse=old)
+    assert more.attacks == ["team"] and not more.run("team", 0.2).reused
+
+
+def test_evaluate_cli_reuse(tmp_path):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    args = ["evaluate", "--model", "digits-cnn", "--norm", "linf", "--eps", "0.1", "-n", "20", "--independent"]
+    assert main(args + ["--attacks", "team", "fgsm", "--json", str(first)]) == 0
+    assert main(args + ["--attacks", "team", "--reuse", str(first), "--json", str(second)]) == 0
+    a, b = json.loads(first.read_text()), json.loads(second.read_text())
+    assert b["reused_from"] == str(first) and b["robust_accuracy"] == a["robust_accuracy"]
+    assert b["attacks"] == ["team", "fgsm"] and [r["reused"] for r in b["runs"]] == [False, True]
+    # another seed is other images: refused, exit code 2
+    assert main(args + ["--attacks", "team", "--seed", "1", "--reuse", str(first), "--json", str(second)]) == 2

@@ -44,6 +44,10 @@ def register(sub) -> None:
                         "each attack on the images the earlier ones left)")
     p.add_argument("--curve", action="store_true",
                    help="also run TEAM's minimum-norm attack once: the whole accuracy-vs-eps curve")
+    p.add_argument("--reuse", default=None, metavar="JSON",
+                   help="an earlier --independent evaluate --json of the same model and images: its attacks "
+                        "that --attacks does not name are carried over (where it ran them at every --eps), "
+                        "the named ones run (e.g. --attacks team reruns TEAM beside the earlier AutoAttack)")
     p.add_argument("--plot", default=None, help="write the robustness curve here (PNG)")
     p.add_argument("--markdown", default=None, help="also write the table here")
     p.set_defaults(func=run)
@@ -81,8 +85,11 @@ def _robust(args, model, dataset, x, y, t0) -> int:
                  "command": command_line(), "teamattack": teamattack.__version__}
     table = ""
     if args.eps is not None:
+        reuse = _load_reuse(args.reuse, name, dataset, args) if args.reuse else None
         res = evaluate(model, x, y, args.norm, eps=args.eps, attacks=args.attacks, cascade=not args.independent,
-                       batch_size=args.batch_size, seed=args.seed, log=log)
+                       batch_size=args.batch_size, seed=args.seed, reuse=reuse, log=log)
+        if args.reuse:
+            doc["reused_from"] = str(args.reuse)
         doc.update(res.to_dict())
         table = res.markdown()
     curve = None
@@ -111,6 +118,27 @@ def _robust(args, model, dataset, x, y, t0) -> int:
                 f"Command: `{doc['command']}` (teamattack {doc['teamattack']}; total {doc['seconds']} s)\n\n")
         atomic_write_text(args.markdown, head + table)
     return 0
+
+
+def _load_reuse(path: str, name: str, dataset: str, args):
+    """The RobustAccuracy of an earlier `evaluate --json` file of the same model, data and seed."""
+    import json
+
+    from ..evaluation import RobustAccuracy
+    from ..validation import InputError
+
+    try:
+        old = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"--reuse {path}: cannot read it as JSON ({type(e).__name__}: {e})") from None
+    same = {"model": name, "dataset": dataset, "split": args.split, "seed": args.seed}
+    diff = [k for k, v in same.items() if old.get(k) != v]
+    if diff:
+        raise InputError(f"--reuse {path}: another evaluation ({', '.join(f'{k} {old.get(k)!r} not {same[k]!r}' for k in diff)})")
+    try:
+        return RobustAccuracy.from_dict(old)
+    except ValueError as e:
+        raise InputError(f"--reuse {path}: {e}") from None
 
 
 def _curve_table(curve, eps) -> str:

@@ -32,6 +32,7 @@ class AttackRun:
     gradients: int = 0
     forwards: int = 0
     ran_on: int = 0
+    reused: bool = False  # carried over from an earlier evaluation (`evaluate(..., reuse=)`)
 
     @property
     def accuracy(self) -> float:
@@ -56,6 +57,16 @@ class RobustAccuracy:
     attacks: list[str]
     cascade: bool
     runs: list[AttackRun] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> RobustAccuracy:
+        """The evaluation a `to_dict` document (an `evaluate --json` file) holds."""
+        try:
+            runs = [AttackRun(**r) for r in doc["runs"]]
+            return cls(doc["norm"], [float(e) for e in doc["eps"]], int(doc["n"]), float(doc["clean_accuracy"]),
+                       [bool(c) for c in doc["clean_correct"]], list(doc["attacks"]), bool(doc["cascade"]), runs)
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not a robust-accuracy document ({type(e).__name__}: {e})") from None
 
     def run(self, attack: str, eps: float) -> AttackRun:
         for r in self.runs:
@@ -136,10 +147,13 @@ class RobustAccuracy:
         rows.append(["worst case"] + [_pct(v) for v in self.worst] + ["-", "-"])
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
+        reused = sorted({r.attack for r in self.runs if r.reused})
         note = (f"\nRobust accuracy ({self.norm}) over all {self.n} images (clean errors count as broken); "
                 + ("cascade: each attack ran on the images the ones before it left, and its row is the "
                    "accuracy after it." if self.cascade else "each attack ran on every clean-correct image.")
-                + " grads/img: per attacked image.\n")
+                + " grads/img: per attacked image."
+                + (f" Carried over from an earlier run on the same images: {', '.join(reused)}." if reused else "")
+                + "\n")
         head = ["wall seconds"] + [f"eps={fmt_eps(e)}" for e in self.eps]
         secs = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         secs += ["| " + " | ".join([a] + [f"{self.run(a, e).seconds:.3g}" for e in self.eps]) + " |"
