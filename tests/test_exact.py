@@ -216,6 +216,7 @@ def test_bench_hands_the_best_attacks_point_to_the_solver(tiny_mlp, targeted):
     store = stages.MemoryStore()
     out = harness.run_bench(model, x, y, specs, seed=0, batch_size=3, progress=False, exact=True,
                             exact_time_limit=20, targeted=targeted, sidecar=store)
+    assert all("points" in v for k, v in store.units.items() if not k.startswith("exact|"))
     problem = "random" if targeted else "untargeted"
     case = "average" if targeted else "untargeted"
     per = out["exact"][f"l2/{problem}"]["per_image"]
@@ -237,6 +238,20 @@ def test_bench_hands_the_best_attacks_point_to_the_solver(tiny_mlp, targeted):
     p_ = stages.plan(model, x, y, specs, stages.BenchConfig(targeted=targeted, seed=0, batch_size=3))
     inc = stages.incumbents(p_, bare, x, "l2", problem)
     assert np.isnan(inc.points).all() and inc.distance == pytest.approx(best)
+
+
+def test_bench_keeps_no_points_where_no_exact_solver_applies():
+    from teamattack.attacks import TEAM
+    from teamattack.bench import stages
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Sigmoid(), nn.Linear(8, 3)).eval()
+    x = torch.rand(4, 1, 4, 4)
+    y = model(x).argmax(1)
+    store = stages.MemoryStore()
+    out = harness.run_bench(model, x, y, [AttackSpec("team-l2", lambda m, t, e, s: TEAM(m, norm="l2"), "l2")],
+                            seed=0, batch_size=4, progress=False, exact=True, sidecar=store, log=lambda s: None)
+    assert store.units and not any("points" in v for v in store.units.values())
+    assert not out["exact"]
 
 
 # ------------------------------------------------------------------------------ L2 by MIQP (SCIP)

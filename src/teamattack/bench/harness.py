@@ -106,11 +106,12 @@ def run_bench(
     shard = shard if shard is not None else distributed.current()
     the_plan = stages.plan(model, x, y, specs, config, log=log)
     store = sidecar if sidecar is not None else stages.MemoryStore()
+    keep = exact and _exact_applies(model, x, specs)  # the points are the exact solvers' starts
     if shard is None or shard.world == 1:
-        values = stages.execute(the_plan, model, x, y, store, progress=progress, keep_points=exact,
+        values = stages.execute(the_plan, model, x, y, store, progress=progress, keep_points=keep,
                                 on_unit=on_unit)
     else:
-        values = shard.execute(the_plan, model, x, y, store, progress=progress, keep_points=exact,
+        values = shard.execute(the_plan, model, x, y, store, progress=progress, keep_points=keep,
                                on_unit=on_unit)
     exact_fn = None
     if exact:
@@ -118,6 +119,13 @@ def run_bench(
         if shard is not None and shard.world > 1:
             exact_fn = shard.on_rank0(exact_fn)
     return stages.assemble(the_plan, values, exact=exact_fn)
+
+
+def _exact_applies(model: nn.Module, x: torch.Tensor, specs: Sequence[AttackSpec]) -> bool:
+    """Whether the exact stage can solve any norm of the suite on this model."""
+    from .. import exact as X
+
+    return any(X.applicable(model, tuple(x.shape[1:]), n) for n in {s.norm for s in specs})
 
 
 # ------------------------------------------------------------------------------------------
