@@ -83,7 +83,7 @@ class Attack(ABC):
         if checked.empty:
             return _empty_result(x)
         warn_about_model(self.model, x, checked.logits, Goal(y, target), getattr(self, "objective", None))
-        counting = CountingModel(self.model)
+        counting = CountingModel(self.model, like=x)
         with PeakMemory(x.device) as mem:
             t0 = time.perf_counter()
             raw, radius, *extra = self.run(counting, x, y, target)
