@@ -344,10 +344,16 @@ class TEAM(Attack):
             return self.fixed_budget(model, expand_fn, x, y, target), radius
         if self.mode == "min-norm":
             return self.walk(model, expand_fn)(x, y, target)
-        best, best_r = self._smallest_budget(model, expand_fn, x, Goal(y, target))
-        if self.norm == "l0" and self.mode == "iterated":  # reset the pixels the network does not need
-            best = prune_pixels(model, x, best, y, target, groups=_pixel_groups(x))
-            best_r = torch.where(torch.isnan(best_r), best_r, self._distance(best, x).to(best_r.dtype))
+        if self.norm == "l0" and self.mode == "iterated":
+            return self._l0_search(model, expand_fn, x, Goal(y, target))
+        return self._smallest_budget(model, expand_fn, x, Goal(y, target))
+
+    def _l0_search(self, model, expand_fn: ExpandFn, x, goal: Goal) -> tuple[torch.Tensor, torch.Tensor]:
+        """TEAM-L0's minimum-norm search: the iterated radius search, then the pixels the network
+        does not need reset (`prune_pixels`); (x_adv, changed pixels), NaN where none was found."""
+        best, best_r = self._smallest_budget(model, expand_fn, x, goal)
+        best = prune_pixels(model, x, best, goal.y, goal.target, groups=_pixel_groups(x))
+        best_r = torch.where(torch.isnan(best_r), best_r, self._distance(best, x).to(best_r.dtype))
         return best, best_r
 
     def walk(self, model: CountingModel, expand_fn: ExpandFn) -> Walk:
@@ -385,9 +391,8 @@ class TEAM(Attack):
             return fb.fixed_budget(model, x, y, target, norm=self.norm, eps=float(self.eps), walk=walk,
                                    steps=self.budget_config.steps)
         goal = Goal(y, target)
-        best, best_r = self._smallest_budget(model, expand_fn, x, goal)
-        best = prune_pixels(model, x, best, y, target, groups=_pixel_groups(x))
-        inside = torch.isfinite(best_r) & (self._distance(best, x) <= float(self.eps))
+        best, best_r = self._l0_search(model, expand_fn, x, goal)
+        inside = torch.isfinite(best_r) & (best_r <= float(self.eps))
         out = torch.where(inside.view(-1, *[1] * (x.dim() - 1)), best, x)
         rest = (~inside).nonzero().squeeze(1)
         if len(rest):
