@@ -460,6 +460,64 @@ def test_l0_groups_and_per_example_k():
     assert torch.equal(d_full, sp.box_qp(g, H, -x, 1 - x, iters=30))
 
 
+def _l0_reference(g, H, k, lower, upper, groups, drop=0.3, iters=30):
+    """The pruning loop written per k: solve, drop the lowest-scoring groups beyond k, re-solve."""
+    B, n = g.shape
+    gr = groups.expand(B, n)
+    G = int(gr.max()) + 1
+    keep = torch.ones(B, G, dtype=torch.bool)
+
+    def solve(keep):
+        m = torch.gather(keep, 1, gr)
+        return sp.box_qp(g, H, torch.where(m, lower, 0 * g), torch.where(m, upper, 0 * g), iters=iters)
+
+    d = solve(keep)
+    while bool((keep.sum(1) > k).any()):
+        size = keep.sum(1)
+        contrib = -(g * d + 0.5 * d * torch.einsum("bij,bj->bi", H, d))
+        score = torch.zeros(B, G, dtype=g.dtype).scatter_add_(1, gr, contrib).masked_fill(~keep, -float("inf"))
+        target = torch.maximum(torch.minimum((size * (1 - drop)).floor().long(), size - 1), k)
+        target = torch.where(size > k, target, size)
+        rank = torch.argsort(torch.argsort(score, dim=1, descending=True, stable=True), dim=1)
+        keep = keep & (rank < target[:, None])
+        d = solve(keep)
+    return d, keep
+
+
+@SETTINGS
+@given(seeds, st.integers(0, 16))
+def test_l0_path_equals_the_pruning_loop(seed, k):
+    """l0_search prunes once (l0_path) for every k: the support and the point are those of the
+    loop that prunes for one k, and a path of P problems serves K copies of each at once with
+    the supports of one call per budget."""
+    rng = np.random.default_rng(seed)
+    B, Cc, P = 3, 2, 16
+    n = Cc * P
+    g, H = rand_problem(rng, B, n, "indef")
+    x = torch.tensor(rng.uniform(0, 1, (B, n)))
+    groups = torch.arange(n) % P
+    kk = torch.full((B,), k)
+    ref, keep = _l0_reference(g, H, kk, -x, 1 - x, groups)
+    path = sp.l0_path(g, H, -x, 1 - x, groups=groups, iters=30)
+    assert torch.equal(path.supports(kk[:, None])[:, 0], keep)
+    d = sp.l0_search(g, H, k, -x, 1 - x, groups=groups, iters=30, path=path)
+    better_single = ~torch.isclose(d, ref).all(1)       # the single-coordinate safeguard took over
+    assert torch.allclose(d[~better_single], ref[~better_single], atol=1e-12)
+    assert (phi(g, H, d) <= phi(g, H, ref) + 1e-12).all()
+    # K = 3 budgets per problem, rows repeat_interleave'd, against one call per budget
+    ks = torch.tensor([[k, 1, 7]] * B)
+    rows = sp.l0_search(g.repeat_interleave(3, 0), H.repeat_interleave(3, 0), ks.reshape(-1),
+                        (-x).repeat_interleave(3, 0), (1 - x).repeat_interleave(3, 0), groups=groups,
+                        iters=30, path=path).reshape(B, 3, n)
+    for j in range(3):
+        one = sp.l0_search(g, H, ks[:, j], -x, 1 - x, groups=groups, iters=30)
+        # the same support (the points are the box solver's on it: an indefinite H's local minimum
+        # after 30 iterations, not compared bit for bit across batch shapes)
+        assert torch.equal(rows[:, j] != 0, one != 0)
+    with pytest.raises(ValueError, match="copies"):
+        sp.l0_search(g[:2], H[:2], 1, -x[:2], 1 - x[:2], path=path)
+
+
 def test_l0_with_l2_radius():
     rng = np.random.default_rng(10)
     g, H = rand_problem(rng, 2, 12, "indef")

@@ -277,12 +277,19 @@ class TEAM(Attack):
         return expand_fn
 
     # ------------------------------------------------------------------ subproblems under the budget
-    def _solve_many(self, e: Expansion, x: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+    def _l0_path(self, e: Expansion, x: torch.Tensor) -> sp.L0Path:
+        """The L0 subproblem's pruning around x, shared by every budget k asked of this expansion."""
+        xf = _flat(x)
+        return sp.l0_path(e.g, e.matvec, -xf, 1.0 - xf, groups=_pixel_groups(x), iters=self._box_iters)
+
+    def _solve_many(self, e: Expansion, x: torch.Tensor, radii: torch.Tensor,
+                    l0_path: sp.L0Path | None = None) -> torch.Tensor:
         """argmin phi(d) over the budget ball (per radius) and the box, for radii (B, K): (B, K, n).
 
         d is the total perturbation from x (e is centred on x, or re-centred there). All K radii
         are solved as one batch of B*K rows sharing the expansion's curvature (no copies); the
-        L2 starts come from one eigen-decomposition of the reduced problem.
+        L2 starts come from one eigen-decomposition of the reduced problem; L0 prunes once
+        (`l0_path`, pass it to reuse it across calls with the same e and x).
         """
         B, K = radii.shape
         n = e.n
@@ -310,8 +317,9 @@ class TEAM(Attack):
                           iters=self._box_iters)
         else:
             # diag: l0_search's safeguard, never worse on the model than the best single-coordinate move
-            d = sp.l0_search(g, mv, r.round().long(), lower, upper, groups=_pixel_groups(x), iters=self._box_iters,
-                             diag=_hessian_diagonal(e).repeat_interleave(K, dim=0) if L0_SAFEGUARD else None)
+            d = sp.l0_search(g, mv, r.round().long(), lower, upper, iters=self._box_iters,
+                             diag=_hessian_diagonal(e).repeat_interleave(K, dim=0) if L0_SAFEGUARD else None,
+                             path=l0_path or self._l0_path(e, x))
         return d.reshape(B, K, n)
 
     def _limits(self, x: torch.Tensor) -> tuple[float, float]:
@@ -454,10 +462,11 @@ class TEAM(Attack):
         """Smallest budget C around x whose subproblem solution fools the network (updates best)."""
         B = x.shape[0]
         lo_default, hi_default = self._limits(x)
+        path = self._l0_path(e, x) if self.norm == "l0" else None
 
         def evaluate(radii: torch.Tensor):
             K = radii.shape[1]
-            cands = (x.unsqueeze(1) + self._solve_many(e, x, radii).reshape(B, K, *x.shape[1:])).clamp(0, 1)
+            cands = (x.unsqueeze(1) + self._solve_many(e, x, radii, path).reshape(B, K, *x.shape[1:])).clamp(0, 1)
             with torch.no_grad():
                 logits = model(cands.reshape(B * K, *x.shape[1:]))
             return cands, goal.repeat_interleave(K).reached(logits).reshape(B, K)

@@ -68,13 +68,8 @@ class Expansion:
         return 0 if self.Q is None else self.Q.shape[2]
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """H v for v (B, n)."""
-        if self.H is not None:
-            return torch.bmm(self.H, v.unsqueeze(-1)).squeeze(-1)
-        if self.Q is None or self.Q.shape[2] == 0:
-            return torch.zeros_like(v)
-        w = torch.bmm(self.Q.transpose(1, 2), v.unsqueeze(-1))
-        return torch.bmm(self.Q, torch.bmm(self.Hs, w)).squeeze(-1)
+        """H v for v (B, n) (as rows: v Q, not Q^T v, which is several times slower on CPU)."""
+        return self.matvec_repeated(1)(v)
 
     def matvec_repeated(self, K: int):
         """H v for rows (B*K, n) that are K consecutive copies per example: one shared H, no copies."""
