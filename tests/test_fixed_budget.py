@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import teamattack as ta
-from teamattack.attacks.fixed_budget import _checkpoints, ascent, fixed_budget, margin_loss, project
+from teamattack.attacks.fixed_budget import CE_SPREAD, _checkpoints, ascent, ce_temperature, fixed_budget, margin_loss, project
 from teamattack.counting import CountingModel
 
 
@@ -136,6 +136,30 @@ def test_cross_entropy_phase_breaks_what_the_margin_ascent_cannot(norm, eps):
     assert bool((model(out).argmax(1) == 2).all())                   # broken, toward class 2
     assert bool((_size(out - x, norm) <= eps + 1e-9).all()) and float(out.min()) >= 0 and float(out.max()) <= 1
     assert counting.gradients <= 3 * (10 + 2)                        # the two ascents share 12 per image
+
+
+class _Saturated(_FlatRunnerUp):
+    """_FlatRunnerUp in float32 with its logits x 100 (a distilled model's scale): at x the softmax
+    of class 2 is exp(-200), 0 in float32, so the cross-entropy's gradient is exactly 0."""
+
+    def forward(self, x):
+        return 100 * super().forward(x)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.25)])
+def test_cross_entropy_phase_works_on_a_saturated_softmax(norm, eps):
+    x = torch.full((3, 1, 2, 2), 0.5)
+    y = torch.zeros(3, dtype=torch.long)
+    model = _Saturated().float().eval()
+    logits = model(x)
+    p = torch.autograd.functional.jacobian(lambda v: torch.nn.functional.cross_entropy(model(v), y), x)
+    assert float(p.abs().max()) == 0.0                                # APGD-CE's loss cannot move
+    T = ce_temperature(logits)
+    assert torch.allclose(T, torch.full((3,), 200 / CE_SPREAD))       # spread 100 - (-100)
+    assert torch.equal(ce_temperature(logits / T[:, None]), torch.ones(3))
+    res = ascent(CountingModel(model), x, x.clone(), y, None, eps=eps, norm=norm, steps=10, loss="ce")
+    assert bool(res.adversarial.all()) and bool((model(res.points).argmax(1) == 2).all())
+    assert bool((_size(res.points - x, norm) <= eps * (1 + 1e-6)).all())
 
 
 class _Pocket(nn.Module):

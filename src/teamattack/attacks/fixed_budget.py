@@ -50,6 +50,13 @@ WARM_STEPS, WARM_STEP = 20, 0.25
 MOMENTUM = 0.75  # APGD's alpha
 RHO = 0.75       # APGD's fraction of improving steps below which the step size halves
 LOSSES = ("margin", "ce")
+# The cross-entropy ascent divides each example's logits by `ce_temperature`: the spread of its
+# logits (largest minus smallest) is brought down to CE_SPREAD where it is larger, so that no
+# class's softmax probability underflows in float32 (exp(-80) = 1.8e-35; the smallest normal
+# float32 is 1.2e-38). The zoo's models stay at T = 1 (spreads on 300 test images each: digits-mlp
+# at most 76, every other zoo model at most 38); the digits-cnn student distilled at G = 100 has
+# 239-545 (docs/distillation.md).
+CE_SPREAD = 80.0
 
 
 def _view(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -81,6 +88,16 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | No
     za = logits.gather(1, anchor[:, None])[:, 0]
     zo = logits.scatter(1, anchor[:, None], float("-inf")).max(1).values
     return zo - za if target is None else za - zo
+
+
+def ce_temperature(logits: torch.Tensor) -> torch.Tensor:
+    """Per example, the temperature T >= 1 that brings the spread of its logits (largest minus
+    smallest) down to CE_SPREAD: T = 1 wherever the spread is at most that (the zoo's models), so
+    the cross-entropy there is APGD-CE's. On a defensively distilled model the spread is in the
+    hundreds, the softmax is 1.0 in float32 and the cross-entropy's gradient exactly 0; at T
+    it is not (Carlini & Wagner 2016 divide the logits by the distillation temperature)."""
+    spread = logits.max(1).values - logits.min(1).values
+    return (spread / CE_SPREAD).clamp_min(1.0)
 
 
 def _ce_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
@@ -152,18 +169,29 @@ def ascent(
         return Ascent(out, adv, used)
     sub = lambda t, i: None if t is None else t[i]
 
+    temp: list[torch.Tensor] = []   # the cross-entropy's temperatures, from the start point's logits
+
     def loss_grad(p: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         p = p.detach().requires_grad_(True)
         logits = model(p)
+        if not temp:   # the first call: every example (idx = all)
+            temp.append(ce_temperature(logits.detach()))
         m = margin_loss(logits, y[idx], sub(target, idx))
-        value = _ce_loss(logits, y[idx], sub(target, idx)) if use_ce else m
+        value = _ce_loss(logits / temp[0][idx, None], y[idx], sub(target, idx)) if use_ce else m
         (g,) = torch.autograd.grad(value.sum(), p)
         return value.detach(), m.detach() > 0, g
 
     def direction(g: torch.Tensor) -> torch.Tensor:
         if norm == "linf":
             return g.sign()
-        return g / _view(_size(g, "l2").clamp_min(1e-12), g)
+        # a float32 gradient of 1e-30 still points somewhere (ce_temperature), but its squares
+        # underflow: such rows are scaled by their largest entry before the norm
+        n, top = _size(g, "l2"), g.flatten(1).abs().amax(1)
+        under = (n == 0) & (top > 0)
+        if bool(under.any()):
+            g = torch.where(_view(under, g), g / _view(torch.where(under, top, torch.ones_like(top)), g), g)
+            n = _size(g, "l2")
+        return torch.where(_view(n > 0, g), g / _view(torch.where(n > 0, n, torch.ones_like(n)), g), torch.zeros_like(g))
 
     idx = torch.arange(B, device=dev)
     cur = start.clone()
