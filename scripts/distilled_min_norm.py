@@ -4,9 +4,12 @@ e6's "beyond the paper" study compares medians; this script asks whether more st
 and compares image by image. It trains (or reuses, from --cache) the e6 digits recipe's teacher
 and student at G, attacks the same N correctly classified test images (seed 0) with TEAM's walk at
 several step budgets and with adv_lib's DDN-1000 (`--norm l2`) or FMN-Linf-1000 (`--norm linf`),
-and prints a Markdown table.
+and prints a Markdown table. With --eps (e6's budget: L2 0.8571, Linf 0.3 on digits) it adds
+which share of the images each of TEAM's fixed-budget attack at eps, the default walk and the peer
+breaks within eps, and their union: whether 100% within the budget is reachable at all.
 
     python scripts/distilled_min_norm.py --cache runs/e6-digits-cache -n 300 --out docs/results/e6-distillation/min-norm-digits-G100.md
+    python scripts/distilled_min_norm.py --cache runs/e6-digits-cache -n 300 --eps 0.8571 --out docs/results/e6-distillation/budget-digits-G100-l2.md
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=300)
     p.add_argument("--norm", choices=tuple(PEERS), default="l2")
     p.add_argument("--cache", default="runs/e6-digits-cache")
+    p.add_argument("--eps", type=float, default=None, help="also: the share broken within this budget, and the union")
     p.add_argument("--out", default=None, help="Markdown file (default: stdout only)")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
@@ -79,11 +83,29 @@ def main(argv: list[str] | None = None) -> int:
                  f"the two reach different classes on {float((c_team != c_ref).float().mean()):.0%} of them; "
                  f"TEAM's targeted walk toward {peer}'s class is at or below it on "
                  f"{float(below.float().mean()):.0%} (median ratio {float((size(aimed) / size(ref)[tail]).median()):.3f})."]
+    if a.eps is not None:
+        rows += within_budget(model, x, y, a.norm, a.eps, {"team min-norm (default walk)": default, f"{peer}": ref})
     text = "\n".join(rows) + "\n"
     print(text)
     if a.out:
         Path(a.out).write_text(text)
     return 0
+
+
+def within_budget(model, x, y, norm: str, eps: float, runs: dict) -> list[str]:
+    """Markdown rows: the share of the images each run (and TEAM's fixed-budget attack at eps)
+    breaks within eps, their union, and the images TEAM's fixed-budget attack leaves to the others."""
+    fixed = ta.TEAM(model, norm=norm, eps=eps)(x, y)
+    runs = {f"team fixed budget (eps = {eps:g})": fixed, **runs}
+    inside = {k: r.success & ((r.l2 if norm == "l2" else r.linf) <= eps * (1 + 1e-6)) for k, r in runs.items()}
+    union = torch.stack(list(inside.values())).any(0)
+    left = (union & ~inside[next(iter(inside))]).nonzero().flatten().tolist()
+    rows = ["", f"Within the budget {norm} <= {eps:g} (the share of the {len(y)} images broken within it):", "",
+            "| attack | within eps |", "|---|---|"]
+    rows += [f"| {k} | {float(v.float().mean()):.2%} |" for k, v in inside.items()]
+    rows += [f"| any of them | {float(union.float().mean()):.2%} |", "",
+             f"Images the fixed-budget attack misses and another breaks (positions among the {len(y)}): {left}"]
+    return rows
 
 
 if __name__ == "__main__":
