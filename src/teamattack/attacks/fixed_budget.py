@@ -18,7 +18,9 @@ three phases that share one gradient budget per image (walk + `steps` + 2 <= 100
    leaves as soon as the network calls it adversarial, or at a checkpoint where its best margin has
    not improved since the previous one (stuck in a local maximum of the margin).
 3. Images that gave up climb APGD-CE's loss (the cross-entropy of y; targeted: minus that of the
-   target) from a fixed pseudo-random point of the ball, with the steps they have left: the
+   target; logits divided by `ce_temperature`, 1 unless the softmax would underflow in float32,
+   as on a defensively distilled model) from a fixed pseudo-random point of the ball, with the
+   steps they have left: the
    cross-entropy sees every class through the softmax where the margin follows only the runner-up
    (tests/test_fixed_budget.py has a model on which the margin cannot move and the CE breaks it).
 
@@ -53,9 +55,8 @@ LOSSES = ("margin", "ce")
 # The cross-entropy ascent divides each example's logits by `ce_temperature`: the spread of its
 # logits (largest minus smallest) is brought down to CE_SPREAD where it is larger, so that no
 # class's softmax probability underflows in float32 (exp(-80) = 1.8e-35; the smallest normal
-# float32 is 1.2e-38). The zoo's models stay at T = 1 (spreads on 300 test images each: digits-mlp
-# at most 76, every other zoo model at most 38); the digits-cnn student distilled at G = 100 has
-# 239-545 (docs/distillation.md).
+# float32 is 1.2e-38). The zoo's models stay at T = 1; a defensively distilled one does not
+# (the spreads measured: docs/engine.md, "Modes").
 CE_SPREAD = 80.0
 
 
