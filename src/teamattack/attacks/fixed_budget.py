@@ -20,9 +20,9 @@ three phases that share one gradient budget per image (walk + `steps` + 2 <= 100
 3. Images that gave up climb APGD-CE's loss (the cross-entropy of y; targeted: minus that of the
    target; logits divided by `ce_temperature`, 1 unless the softmax would underflow in float32,
    as on a defensively distilled model) from a fixed pseudo-random point of the ball, with the
-   steps they have left: the
-   cross-entropy sees every class through the softmax where the margin follows only the runner-up
-   (tests/test_fixed_budget.py has a model on which the margin cannot move and the CE breaks it).
+   steps they have left: the cross-entropy sees every class through the softmax where the margin
+   follows only the runner-up (tests/test_fixed_budget.py has a model on which the margin cannot
+   move and the CE breaks it).
 
 Every point returned as adversarial was verified by a forward pass of the network; points that
 are not adversarial are the margin ascent's best point, inside the ball and the box. Images that
