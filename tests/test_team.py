@@ -330,3 +330,27 @@ def test_l0_fixed_budget_breaks_whatever_its_minimum_norm_search_breaks_within_e
     assert bool((ta.metrics.l0(x, res.x_adv) <= eps).all())
     assert float(res.x_adv.min()) >= 0 and float(res.x_adv.max()) <= 1
     assert int(res.success.sum()) >= int(within.sum()) and (eps < 20 or bool(res.success.all()))
+
+
+class _Wave(nn.Module):
+    """Two classes on 4 inputs at x = 0.5: Z_0 = 0, Z_1 = -0.3 + sin(12 s), s = sum_i (x_i - 0.5).
+
+    Class 1 wins for s in (0.026, 0.236). The quadratic model at x is linear in s (sin'' = 0 there),
+    so every L0 candidate pushes its pixels to the box (s = 0.5 k for k pixels: sin(6 k) < 0 for
+    k = 1..4) and every one fails on the network."""
+
+    def forward(self, x):
+        s = (x.flatten(1) - 0.5).sum(1)
+        return torch.stack([torch.zeros_like(s), -0.3 + torch.sin(12 * s)], 1)
+
+
+def test_l0_search_shortens_its_steps_where_the_model_overshoots():
+    """TEAM-L0's trust-region steps bound each coordinate's change, halved after a step that found
+    nothing better on the network: without it the next expansion is the same point's and every
+    later step repeats the failed one (this model: no success in 10 steps)."""
+    x = torch.full((2, 4), 0.5, dtype=torch.float64)
+    y, t = torch.zeros(2, dtype=torch.long), torch.ones(2, dtype=torch.long)
+    model = _Wave().double().eval()
+    res = TEAM(model, norm="l0", targeted=True)(x, y, target=t)
+    assert bool(res.success.all()) and bool((model(res.x_adv).argmax(1) == 1).all())   # a fresh pass
+    assert float(res.x_adv.min()) >= 0 and float(res.x_adv.max()) <= 1 and bool((res.l0 <= 4).all())

@@ -277,24 +277,34 @@ class TEAM(Attack):
         return expand_fn
 
     # ------------------------------------------------------------------ subproblems under the budget
-    def _l0_path(self, e: Expansion, x: torch.Tensor) -> sp.L0Path:
-        """The L0 subproblem's pruning around x, shared by every budget k asked of this expansion."""
+    @staticmethod
+    def _box(x: torch.Tensor, cap: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bounds (B, n) of a step d from x: x + d in [0, 1], and |d_i| <= cap (B,) where given."""
         xf = _flat(x)
-        return sp.l0_path(e.g, e.matvec, -xf, 1.0 - xf, groups=_pixel_groups(x), iters=self._box_iters)
+        lower, upper = -xf, 1.0 - xf
+        if cap is not None:
+            c = cap.to(xf.dtype)[:, None]
+            lower, upper = torch.maximum(lower, -c), torch.minimum(upper, c)
+        return lower, upper
+
+    def _l0_path(self, e: Expansion, x: torch.Tensor, cap: torch.Tensor | None = None) -> sp.L0Path:
+        """The L0 subproblem's pruning around x, shared by every budget k asked of this expansion."""
+        lower, upper = self._box(x, cap)
+        return sp.l0_path(e.g, e.matvec, lower, upper, groups=_pixel_groups(x), iters=self._box_iters)
 
     def _solve_many(self, e: Expansion, x: torch.Tensor, radii: torch.Tensor,
-                    l0_path: sp.L0Path | None = None) -> torch.Tensor:
+                    l0_path: sp.L0Path | None = None, cap: torch.Tensor | None = None) -> torch.Tensor:
         """argmin phi(d) over the budget ball (per radius) and the box, for radii (B, K): (B, K, n).
 
         d is the total perturbation from x (e is centred on x, or re-centred there). All K radii
         are solved as one batch of B*K rows sharing the expansion's curvature (no copies); the
         L2 starts come from one eigen-decomposition of the reduced problem; L0 prunes once
-        (`l0_path`, pass it to reuse it across calls with the same e and x).
+        (`l0_path`, pass it to reuse it across calls with the same e, x and cap). cap (B,): a bound
+        on every coordinate of d as well (L0's trust-region steps).
         """
         B, K = radii.shape
         n = e.n
-        xf = _flat(x).repeat_interleave(K, dim=0)
-        lower, upper = -xf, 1.0 - xf
+        lower, upper = (b.repeat_interleave(K, dim=0) for b in self._box(x, cap))
         g = e.g.repeat_interleave(K, dim=0)
         mv = e.matvec_repeated(K)
         r = radii.reshape(-1).to(e.g.dtype)
@@ -319,7 +329,7 @@ class TEAM(Attack):
             # diag: l0_search's safeguard, never worse on the model than the best single-coordinate move
             d = sp.l0_search(g, mv, r.round().long(), lower, upper, iters=self._box_iters,
                              diag=_hessian_diagonal(e).repeat_interleave(K, dim=0) if L0_SAFEGUARD else None,
-                             path=l0_path or self._l0_path(e, x))
+                             path=l0_path or self._l0_path(e, x, cap))
         return d.reshape(B, K, n)
 
     def _limits(self, x: torch.Tensor) -> tuple[float, float]:
@@ -427,6 +437,10 @@ class TEAM(Attack):
         best = x.clone()
         best_r = torch.full((B,), float("inf"), device=x.device, dtype=torch.float64)
         centre = torch.zeros_like(xf)
+        # L0's steps change whole pixels (the radii count them): a per-example bound on every
+        # coordinate of the step, halved after a step that found nothing better on the network
+        # (else the next expansion is the same and so is every later step), doubled after one that did
+        cap = torch.ones(B, device=x.device, dtype=x.dtype) if self.norm == "l0" else None
         for step in range(self.steps):
             if step == 0:
                 e = expand_fn(model, obj, x, goal.y, goal.target)
@@ -447,7 +461,10 @@ class TEAM(Attack):
                 gi = goal[idx]
                 xc = (xf[idx] + centre[idx]).reshape(-1, *x.shape[1:])
                 e = expand_fn(model, obj, xc, gi.y, gi.target)
-                moved, b_best, b_r = self._local_step(model, obj, e, x[idx], xc, gi)
+                moved, b_best, b_r, better = self._local_step(model, obj, e, x[idx], xc, gi,
+                                                              None if cap is None else cap[idx])
+                if cap is not None:
+                    cap[idx] = torch.where(better, (2 * cap[idx]).clamp_max(1.0), cap[idx] / 2)
                 centre[idx] = _flat(moved) - xf[idx]
                 self._keep_into(best, best_r, idx, b_best, b_r)
         best_r = torch.where(torch.isfinite(best_r), best_r, torch.full_like(best_r, float("nan")))
@@ -486,8 +503,10 @@ class TEAM(Attack):
         best[better] = res.x_adv[better]
         best_r[better] = radius[better]
 
-    def _local_step(self, model, obj, e: Expansion, x, xc, goal: Goal):
-        """Trust-region step from xc: K step radii at once; returns (new centre, best, best_r)."""
+    def _local_step(self, model, obj, e: Expansion, x, xc, goal: Goal, cap: torch.Tensor | None = None):
+        """Trust-region step from xc: K step radii at once (cap: a bound on every coordinate of the
+        step, per example); returns (new centre, best, best_r, whether a candidate was adversarial
+        or lowered the objective on the network)."""
         B = x.shape[0]
         lo_default, hi_default = self._limits(x)
         K = self.search_config.per_pass
@@ -496,7 +515,7 @@ class TEAM(Attack):
         radii = radii.to(x.dtype).expand(B, K)
         if self.norm == "l0":
             radii = radii.round().clamp_min(1)
-        cands = (xc.unsqueeze(1) + self._solve_many(e, xc, radii).reshape(B, K, *x.shape[1:])).clamp(0, 1)
+        cands = (xc.unsqueeze(1) + self._solve_many(e, xc, radii, cap=cap).reshape(B, K, *x.shape[1:])).clamp(0, 1)
         gk = goal.repeat_interleave(K)
         yy, tt = gk.y, gk.target
         with torch.no_grad():
@@ -512,7 +531,7 @@ class TEAM(Attack):
         move = fmin < e.f
         centre = torch.where(move.view(-1, *[1] * (x.dim() - 1)), cands[ar, k_f], xc)
         centre = torch.where(torch.isfinite(best_r).view(-1, *[1] * (x.dim() - 1)), best, centre)
-        return centre, best, best_r
+        return centre, best, best_r, move | torch.isfinite(best_r)
 
     @staticmethod
     def _keep_into(best, best_r, idx, cand, radius) -> None:
