@@ -329,7 +329,7 @@ class TEAM(Attack):
             # diag: l0_search's safeguard, never worse on the model than the best single-coordinate move
             d = sp.l0_search(g, mv, r.round().long(), lower, upper, iters=self._box_iters,
                              diag=_hessian_diagonal(e).repeat_interleave(K, dim=0) if L0_SAFEGUARD else None,
-                             path=l0_path or self._l0_path(e, x, cap))
+                             path=l0_path if l0_path is not None else self._l0_path(e, x, cap))
         return d.reshape(B, K, n)
 
     def _limits(self, x: torch.Tensor) -> tuple[float, float]:
