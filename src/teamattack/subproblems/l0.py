@@ -97,8 +97,9 @@ def _solver(g, hvp, lo, up, gr, radius, iters):
 
 
 def l0_path(g: torch.Tensor, H_or_hvp: MatrixOrHVP, lower, upper, groups=None, drop: float = 0.3,
-            iters: int = 100, radius=None, max_rounds: int = 100) -> L0Path:
-    """The pruning path of `l0_search` (same arguments, no k): down to one group per example."""
+            iters: int = 100, radius=None, max_rounds: int = 100, k_min: int = 1) -> L0Path:
+    """The pruning path of `l0_search` (same arguments, no k), far enough for every budget k >=
+    k_min: it stops before a step where no example has more than k_min groups."""
     check_g(g)
     if not 0.0 < drop < 1.0:
         raise ValueError("drop must be in (0, 1)")
@@ -111,6 +112,9 @@ def l0_path(g: torch.Tensor, H_or_hvp: MatrixOrHVP, lower, upper, groups=None, d
     solve = _solver(g, hvp, lo, up, gr, radius, iters)
     keeps, ranks = [], []
     for _ in range(max_rounds):
+        size = keep.sum(-1)
+        if keeps and not bool((size > k_min).any()):
+            break
         d = solve(keep)
         contrib = -(g * d + 0.5 * d * hvp(d))
         score = torch.zeros(B, G, dtype=g.dtype, device=g.device).scatter_add_(1, gr, contrib)
@@ -119,9 +123,6 @@ def l0_path(g: torch.Tensor, H_or_hvp: MatrixOrHVP, lower, upper, groups=None, d
         rank = torch.empty_like(order).scatter_(1, order, torch.arange(G, device=g.device).expand(B, G))
         keeps.append(keep)
         ranks.append(rank)
-        size = keep.sum(-1)
-        if not bool((size > 1).any()):
-            break
         target = torch.minimum(torch.floor(size.to(torch.float64) * (1.0 - drop)).long(), size - 1)
         keep = keep & (rank < torch.where(size > 1, target, size).unsqueeze(-1))
     return L0Path(torch.stack(keeps), torch.stack(ranks), gr)
@@ -148,7 +149,7 @@ def l0_search(g: torch.Tensor, H_or_hvp: MatrixOrHVP, k, lower, upper, groups=No
     B = g.shape[0]
     kk = _check_k(k, B, g.device)
     if path is None:
-        path = l0_path(g, H_or_hvp, lower, upper, groups, drop, iters, radius, max_rounds)
+        path = l0_path(g, H_or_hvp, lower, upper, groups, drop, iters, radius, max_rounds, k_min=max(1, int(kk.min())))
     P = path.keeps.shape[1]
     if B % P:
         raise ValueError(f"path has {P} problems; {B} rows are not copies of them")
