@@ -96,7 +96,8 @@ def within_budget(model, x, y, norm: str, eps: float, runs: dict) -> list[str]:
     """Markdown rows: the share of the images each run (and TEAM's fixed-budget attack at eps)
     breaks within eps, their union, and the images TEAM's fixed-budget attack leaves to the others."""
     fixed = ta.TEAM(model, norm=norm, eps=eps)(x, y)
-    runs = {f"team fixed budget (eps = {eps:g})": fixed, **runs}
+    sweep = ta.TEAM(model, norm=norm, eps=eps, targets=3)(x, y)
+    runs = {f"team fixed budget (eps = {eps:g})": fixed, f"team fixed budget, targets=3 (eps = {eps:g})": sweep, **runs}
     inside = {k: r.success & ((r.l2 if norm == "l2" else r.linf) <= eps * (1 + 1e-6)) for k, r in runs.items()}
     union = torch.stack(list(inside.values())).any(0)
     left = (union & ~inside[next(iter(inside))]).nonzero().flatten().tolist()

@@ -174,7 +174,7 @@ def _models():
 @pytest.mark.parametrize("kwargs", [
     dict(norm="l2"), dict(norm="linf"), dict(norm="l2", targeted=True),
     dict(norm="l2", mode="paper"), dict(norm="l2", mode="iterated", steps=3), dict(norm="l0", steps=2),
-    dict(norm="linf", eps=0.05), dict(norm="l0", eps=2, steps=2),
+    dict(norm="linf", eps=0.05), dict(norm="l2", eps=0.3, targets=2), dict(norm="l0", eps=2, steps=2),
 ], ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
 def test_batch_independence(kwargs):
     """attack(x)[i] == attack(x[i:i+1]) for batches of 1, 3 and 8, across the max_batch split and

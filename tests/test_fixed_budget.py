@@ -94,7 +94,7 @@ def test_fixed_budget_ascent_takes_over_where_the_walk_fails(digits):
     """A walk that finds nothing: the ascent alone, from x, still breaks images (the seam works)."""
     model, x, y = digits
     nothing = lambda xx, yy, tt: (xx.clone(), torch.full((len(xx),), float("nan")))
-    out = fixed_budget(CountingModel(model), x, y, None, norm="linf", eps=0.15, walk=nothing, steps=40)
+    out = fixed_budget(CountingModel(model), x, y, None, norm="linf", eps=0.15, walk=nothing, steps=40).points
     assert bool((_size(out - x, "linf") <= 0.15 + 1e-6).all())
     with torch.no_grad():
         assert float((model(out).argmax(1) != y).float().mean()) > 0.5
@@ -132,7 +132,9 @@ def test_cross_entropy_phase_breaks_what_the_margin_ascent_cannot(norm, eps):
     assert bool((stalled.gradients == 1 + 3).all())                  # gave up at the first checkpoint (3)
     nothing = lambda xx, yy, tt: (xx.clone(), torch.full((len(xx),), float("nan"), dtype=xx.dtype))
     counting = CountingModel(model)
-    out = fixed_budget(counting, x, y, None, norm=norm, eps=eps, walk=nothing, steps=10)
+    res = fixed_budget(counting, x, y, None, norm=norm, eps=eps, walk=nothing, steps=10)
+    out = res.points
+    assert bool(res.adversarial.all()) and bool(res.walk_distance.isnan().all())   # the verdicts it returns
     assert bool((model(out).argmax(1) == 2).all())                   # broken, toward class 2
     assert bool((_size(out - x, norm) <= eps + 1e-9).all()) and float(out.min()) >= 0 and float(out.max()) <= 1
     assert counting.gradients <= 3 * (10 + 2)                        # the two ascents share 12 per image
@@ -190,7 +192,7 @@ def test_margin_ascent_from_the_walks_point_keeps_to_its_neighbourhood():
                   step=fbm.WARM_STEP)
     assert bool(warm.adversarial.all()) and bool((model(warm.points).argmax(1) == 1).all())
     walk = lambda xx, yy, tt: (walk_point.clone(), torch.tensor([0.25], dtype=xx.dtype))
-    out = fixed_budget(CountingModel(model), x, y, None, norm="linf", eps=eps, walk=walk, steps=50)
+    out = fixed_budget(CountingModel(model), x, y, None, norm="linf", eps=eps, walk=walk, steps=50).points
     assert bool((model(out).argmax(1) == 1).all()) and float(_size(out - x, "linf").max()) <= eps + 1e-12
 
 
@@ -230,6 +232,58 @@ def test_team_fixed_budget_batch_independent(digits):
     alone = torch.cat([attack(x[i:i + 1], y[i:i + 1]).success for i in range(6)])
     assert whole.success.tolist() == alone.tolist()
     assert 0 < int(whole.success.sum()) < 6  # a mix of broken and robust images
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.15), ("l2", 0.8)])
+def test_target_sweep_breaks_a_superset_inside_the_budget(digits, norm, eps):
+    """`targets=k`: every image the fixed-budget attack breaks stays broken, the sweep runs on the
+    near misses (more gradients), and every output is inside the ball and the box, its success
+    confirmed by a fresh pass."""
+    model, x, y = digits
+    plain = ta.TEAM(model, norm=norm, eps=eps)(x, y)
+    swept = ta.TEAM(model, norm=norm, eps=eps, targets=3)(x, y)
+    assert bool(swept.success[plain.success].all())
+    assert swept.counters.gradients > plain.counters.gradients   # some images were looked at again
+    assert bool(((swept.linf if norm == "linf" else swept.l2) <= eps + 1e-5).all())
+    assert float(swept.x_adv.min()) >= 0.0 and float(swept.x_adv.max()) <= 1.0
+    with torch.no_grad():
+        assert (model(swept.x_adv).argmax(1) != y).tolist() == swept.success.tolist()
+
+
+def test_target_sweep_takes_the_class_the_short_walk_misses():
+    """A linear model whose nearest wrong class is the least likely one at x: the fixed-budget
+    walk with one start heads for the strongest class and the ascents stay there; the sweep's
+    full walk (six starts) reaches the near class within eps."""
+    # z0 = 5; z1..z4 = 4 + 0.1 * x_j (their boundaries are out of reach); z5 = 100 (x_0 - 0.5) crosses
+    # z0 at x_0 = 0.55
+    W = torch.zeros(6, 5, dtype=torch.float64)
+    b = torch.tensor([5.0, 4.0, 4.0, 4.0, 4.0, -50.0], dtype=torch.float64)
+    for j in range(1, 5):
+        W[j, j] = 0.1
+    W[5, 0] = 100.0
+    model = nn.Linear(5, 6).double()
+    with torch.no_grad():
+        model.weight.copy_(W)
+        model.bias.copy_(b)
+    model.eval()
+    x = torch.full((1, 5), 0.5, dtype=torch.float64)
+    y = torch.zeros(1, dtype=torch.long)
+    plain = ta.TEAM(model, norm="linf", eps=0.06, starts=1, screen=0, steps=1)(x, y)
+    swept = ta.TEAM(model, norm="linf", eps=0.06, starts=1, screen=0, steps=1, targets=1)(x, y)
+    assert not bool(plain.success.any())
+    assert bool(swept.success.all()) and float(swept.linf[0]) <= 0.06 + 1e-9
+    with torch.no_grad():
+        assert int(model(swept.x_adv).argmax(1)) == 5
+
+
+def test_targets_only_in_the_untargeted_fixed_budget(digits):
+    model, _, _ = digits
+    with pytest.raises(ValueError, match="targets"):
+        ta.TEAM(model, norm="l2", targets=3)                       # min-norm: no eps
+    with pytest.raises(ValueError, match="targets"):
+        ta.TEAM(model, norm="l2", eps=0.5, targeted=True, targets=3)
+    with pytest.raises(ValueError, match="targets"):
+        ta.TEAM(model, norm="l0", eps=3, targets=3)
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.5)])

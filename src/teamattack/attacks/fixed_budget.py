@@ -126,6 +126,15 @@ def _checkpoints(steps: int) -> list[int]:
     return sorted({v for v in w if v < steps})
 
 
+class Budget(NamedTuple):
+    """`fixed_budget`'s result per example: the point (inside eps and the box), whether the network
+    called it adversarial, and the walk's distance (its verified minimum-norm point's; NaN: none)."""
+
+    points: torch.Tensor
+    adversarial: torch.Tensor
+    walk_distance: torch.Tensor
+
+
 class Ascent(NamedTuple):
     """`ascent`'s result per example: the point, whether it is adversarial, the gradients taken."""
 
@@ -257,7 +266,7 @@ def fixed_budget(
     eps: float,
     walk: WalkFn,
     steps: int,
-) -> torch.Tensor:
+) -> Budget:
     """Adversarial examples within eps (L2 or Linf) and the box: the walk, then two ascents sharing
     `steps` + 2 gradients per image (see the module docstring).
 
@@ -270,14 +279,16 @@ def fixed_budget(
     found = torch.isfinite(dist)
     inside = found & (_size(pts - x, norm) <= eps)
     out = torch.where(_view(inside, x), pts, x)
+    adv = inside.clone()
     rest = (~inside).nonzero().squeeze(1)
     if not rest.numel():
-        return out
+        return Budget(out, adv, dist)
     # the margin ascent from the walk's point pulled into the ball; a stuck image gives up early
     start = project(x[rest], torch.where(_view(found[rest], x[rest]), pts[rest], x[rest]), eps, norm)
     res = ascent(model, x[rest], start, y[rest], goal_t(rest), eps=eps, norm=norm,
                  steps=min(steps, WARM_STEPS), stall=True, step=WARM_STEP)
     out[rest] = res.points
+    adv[rest] = res.adversarial
     left = (1 + steps) - res.gradients            # cross-entropy steps left (its first gradient aside)
     keep = ~res.adversarial & (left > 0)
     rest, left = rest[keep], left[keep]
@@ -288,4 +299,5 @@ def fixed_budget(
         start = project(x[r], x[r] + _noise(x[0], eps, norm), eps, norm)
         res = ascent(model, x[r], start, y[r], goal_t(r), eps=eps, norm=norm, steps=int(n), loss="ce")
         out[r[res.adversarial]] = res.points[res.adversarial]
-    return out
+        adv[r] = res.adversarial
+    return Budget(out, adv, dist)

@@ -59,6 +59,10 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1)
 
 
+# The target sweep (`TEAM.target_sweep`) takes the images the untargeted fixed-budget attack leaves
+# whose walk ended within SWEEP_RANGE x eps (or found no point)
+SWEEP_RANGE = 1.5
+
 # TEAM's L0 subproblem with l0_search's best-single-coordinate safeguard (docs/engine.md, "L0")
 L0_SAFEGUARD = True
 
@@ -117,9 +121,10 @@ class BudgetConfig:
     eps: float
     steps: int = 10                     # L0: trust-region iterations; L2 / Linf: ascent steps after the walk
     box_iters: int = 30
+    targets: int = 0                    # L2 / Linf untargeted: the target sweep's classes (`TEAM.target_sweep`)
 
     def __post_init__(self) -> None:
-        _checked(self, eps=dict(strict=True), steps=_COUNT, box_iters=_COUNT)
+        _checked(self, eps=dict(strict=True), steps=_COUNT, box_iters=_COUNT, targets=_COUNT0)
 
 
 _COUNT, _COUNT0 = dict(low=1, integer=True), dict(low=0, integer=True)
@@ -138,7 +143,7 @@ _MODE_ARGS = {
     "iterated": ("steps", "search", "max_radius", "per_pass", "rounds", "box_iters"),
     "min-norm": ("steps", "starts", "screen", "overshoot"),
     "paper+eps": ("box_iters",),
-    "budget": ("steps", "starts", "screen", "overshoot"),   # L2 / Linf: walk, then ascents
+    "budget": ("steps", "starts", "screen", "overshoot", "targets"),   # L2 / Linf: walk, then ascents
     "budget-l0": ("steps", "box_iters"),                     # L0: trust-region iterations
 }
 
@@ -176,6 +181,10 @@ class TEAM(Attack):
             then the best walks on (6 x 8 + 32 = 80 gradients per image untargeted; targeted, two
             walks of that length, a cold and a hot smooth max: 160). The fixed-budget walk: 3 starts,
             8 screened, 30 long (targeted: the cold walk alone, as long as those cost together).
+        targets: L2 / Linf fixed budget, untargeted: after the attack, the images it leaves whose walk
+            ended near eps get TEAM's full walk and then the targeted fixed-budget attack toward
+            each of their `targets` most likely other classes (`TEAM.target_sweep`; default 0, off:
+            more gradients on those images, the strength of AutoAttack's targeted attacks).
         search, max_radius, per_pass, rounds: paper and iterated radius search (`SearchConfig`).
         box_iters: iterations of the box-constrained subproblem solvers (paper, iterated, L0 eps).
         krylov_k: Lanczos steps (Hessian-vector products) for hessian="krylov" (or "auto").
@@ -200,6 +209,7 @@ class TEAM(Attack):
         screen: int | None = None,
         overshoot: float | None = None,
         search: str | None = None,
+        targets: int | None = None,
         max_radius: float | None = None,
         per_pass: int | None = None,
         rounds: int | None = None,
@@ -221,7 +231,7 @@ class TEAM(Attack):
         if mode == "min-norm" and eps is None and norm == "linf" and hessian not in ("auto", "none"):
             raise ValueError("the Linf min-norm walk uses the first-order model: hessian='none' or 'auto'")
         given = {k: v for k, v in dict(steps=steps, starts=starts, screen=screen, overshoot=overshoot,
-                                      search=search, max_radius=max_radius, per_pass=per_pass,
+                                      search=search, targets=targets, max_radius=max_radius, per_pass=per_pass,
                                       rounds=rounds, box_iters=box_iters).items() if v is not None}
         kind = mode
         if eps is not None:
@@ -233,6 +243,8 @@ class TEAM(Attack):
             raise ValueError(f"{', '.join(wrong)} {'does' if len(wrong) == 1 else 'do'} not apply to {what}")
         if krylov_k is not None and hessian not in ("krylov", "auto"):
             raise ValueError("krylov_k applies to hessian='krylov' (or 'auto') only")
+        if targets and targeted:
+            raise ValueError("targets (the target sweep) applies to the untargeted fixed-budget attack")
         if objective is not None and mode == "min-norm" and eps is None:
             raise ValueError("the min-norm walk uses the decision margin: objective does not apply")
         # the numbers in `given` are checked by the configs they go into (SearchConfig, WalkConfig, BudgetConfig)
@@ -253,7 +265,8 @@ class TEAM(Attack):
             self.walk_config = WalkConfig(steps=fb.WALK_STEPS, starts=given.get("starts", fb.WALK_STARTS),
                                           screen=given.get("screen", fb.WALK_SCREEN),
                                           overshoot=given.get("overshoot", WalkConfig.overshoot))
-            self.budget_config = pick_budget = BudgetConfig(eps, steps=given.get("steps", fb.ASCENT_STEPS))
+            self.budget_config = pick_budget = BudgetConfig(eps, steps=given.get("steps", fb.ASCENT_STEPS),
+                                                            targets=given.get("targets", 0))
         elif kind == "budget-l0":
             self.budget_config = pick_budget = BudgetConfig(eps, **{k: v for k, v in given.items() if k in ("steps", "box_iters")})
         # steps: the outer loop's iterations in this mode (one expansion each)
@@ -342,14 +355,26 @@ class TEAM(Attack):
     def run(self, model: CountingModel, x, y, target):
         source, why = self.curvature_source(model, x, y, target)
         expand_fn = self._expander(source)
-        outs, radii = [], []
+        info = {"hessian": source, "hessian_reason": why}
+        if self._sweeps(target):   # the fixed-budget attack, then a second look at the near misses
+            res = self._chunked(x, y, None, lambda xs, ys, ts: self._budget_lp(model, expand_fn, xs, ys, ts))
+            out = self.target_sweep(model, expand_fn, x, y, fb.Budget(*res))
+            return out, torch.full((x.shape[0],), float(self.eps), device=x.device, dtype=x.dtype), info
+        out, radius = self._chunked(x, y, target, lambda xs, ys, ts: self._run_batch(model, expand_fn, xs, ys, ts))
+        return out, radius, info
+
+    def _chunked(self, x, y, target, fn: Callable) -> tuple[torch.Tensor, ...]:
+        """fn(x, y, target) -> tuple of per-example tensors, over chunks of at most max_batch rows."""
+        parts = []
         for i in range(0, x.shape[0], self.max_batch):
-            sl = slice(i, i + self.max_batch)
-            goal = Goal(y, target)[sl]
-            out, radius = self._run_batch(model, expand_fn, x[sl], goal.y, goal.target)
-            outs.append(out)
-            radii.append(radius)
-        return torch.cat(outs), torch.cat(radii), {"hessian": source, "hessian_reason": why}
+            goal = Goal(y, target)[i:i + self.max_batch]
+            parts.append(fn(x[i:i + self.max_batch], goal.y, goal.target))
+        return tuple(torch.cat(p) for p in zip(*parts))
+
+    def _sweeps(self, target) -> bool:
+        """Whether this call ends with `target_sweep` (L2 / Linf fixed budget, untargeted, targets > 0)."""
+        return (self.budget_config is not None and self.norm != "l0" and target is None
+                and self.budget_config.targets > 0)
 
     def _run_batch(self, model: CountingModel, expand_fn: ExpandFn, x, y, target):
         if self.mode == "paper" and self.eps is not None:   # one expansion, its subproblem at eps
@@ -398,16 +423,7 @@ class TEAM(Attack):
         112 pixels, the search all 40 (docs/engine.md, "Modes").
         """
         if self.norm != "l0":
-            c = self.walk_config
-
-            def walk(xx: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor | None):  # images leave once within eps
-                # targeted: one walk (the cold one), so that the ascents keep their share of the budget
-                return boundary_walk(model, expand_fn, xx, yy, tt, norm=self.norm, steps=c.steps,
-                                     starts=c.starts, screen=c.screen, overshoot=c.overshoot,
-                                     targeted_walks=TARGETED_WALKS[:1], stop_at=float(self.eps))
-
-            return fb.fixed_budget(model, x, y, target, norm=self.norm, eps=float(self.eps), walk=walk,
-                                   steps=self.budget_config.steps)
+            return self._budget_lp(model, expand_fn, x, y, target).points
         goal = Goal(y, target)
         best, best_r = self._l0_search(model, expand_fn, x, goal)
         inside = torch.isfinite(best_r) & (best_r <= float(self.eps))
@@ -416,6 +432,59 @@ class TEAM(Attack):
         if len(rest):
             radius = torch.full((len(rest),), float(self.eps), device=x.device, dtype=x.dtype)
             out[rest] = self._trust_region_run(model, expand_fn, x[rest], goal[rest], radius)
+        return out
+
+    def _budget_walk(self, model: CountingModel, expand_fn: ExpandFn) -> Walk:
+        """The fixed-budget attack's walk: short and screened, images leave once within eps."""
+        c = self.walk_config
+
+        def walk(xx: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor | None):
+            # targeted: one walk (the cold one), so that the ascents keep their share of the budget
+            return boundary_walk(model, expand_fn, xx, yy, tt, norm=self.norm, steps=c.steps,
+                                 starts=c.starts, screen=c.screen, overshoot=c.overshoot,
+                                 targeted_walks=TARGETED_WALKS[:1], stop_at=float(self.eps))
+
+        return walk
+
+    def _budget_lp(self, model: CountingModel, expand_fn: ExpandFn, x, y, target) -> fb.Budget:
+        """The L2 / Linf fixed-budget attack: the walk, then the ascents (teamattack.attacks.fixed_budget)."""
+        return fb.fixed_budget(model, x, y, target, norm=self.norm, eps=float(self.eps),
+                               walk=self._budget_walk(model, expand_fn), steps=self.budget_config.steps)
+
+    def target_sweep(self, model: CountingModel, expand_fn: ExpandFn, x, y, res: fb.Budget) -> torch.Tensor:
+        """A second look at the images the untargeted fixed-budget attack `res` leaves robust whose
+        walk ended within SWEEP_RANGE x eps (or found nothing): TEAM's full minimum-norm walk
+        (`WalkConfig`: 6 starts toward the strongest classes, where the fixed-budget walk screens 3),
+        then, for the images still left, the targeted fixed-budget attack toward each of their
+        `targets` most likely other classes in turn (as APGD-T and FAB-T sweep the top classes; a
+        targeted success is an untargeted one). Images far beyond eps are not looked at again: each
+        phase costs about a fixed-budget attack, and they are there for the images near the boundary.
+
+        An image leaves as soon as it is broken; every point kept was verified by the network."""
+        out, eps = res.points.clone(), float(self.eps)
+        left = (~res.adversarial & ~(res.walk_distance > SWEEP_RANGE * eps)).nonzero().squeeze(1)
+        if not left.numel():
+            return out
+        c = WalkConfig()
+        pts, dist = self._chunked(x[left], y[left], None, lambda xs, ys, _: boundary_walk(
+            model, expand_fn, xs, ys, None, norm=self.norm, steps=c.steps, starts=c.starts, screen=c.screen,
+            overshoot=c.overshoot, stop_at=eps))
+        hit = dist <= eps   # NaN (nothing found) is not
+        out[left[hit]] = pts[hit]
+        left = left[~hit]
+        if not left.numel():
+            return out
+        with torch.no_grad():
+            ranked = model(x[left]).scatter(1, y[left, None], float("-inf")).argsort(1, descending=True)
+        k = min(self.budget_config.targets, ranked.shape[1] - 1)
+        # every (image, target) pair is a row of one batch (rows of an image side by side)
+        rows = left.repeat_interleave(k)
+        pts, adv, _ = self._chunked(x[rows], y[rows], ranked[:, :k].reshape(-1),
+                                    lambda xs, ys, ts: self._budget_lp(model, expand_fn, xs, ys, ts))
+        first = torch.where(adv.view(-1, k), torch.arange(k, 0, -1, device=x.device), 0).argmax(1)
+        won = adv.view(-1, k).any(1)
+        pick = torch.arange(len(left), device=x.device) * k + first
+        out[left[won]] = pts[pick[won]]
         return out
 
     @property
