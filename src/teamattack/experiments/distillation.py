@@ -116,6 +116,7 @@ def attack_groups() -> dict[str, list]:
         "l2": [
             _budget_spec(team_spec("team-l2-paper", "l2", mode="paper")),
             _budget_spec(team_spec("team-l2", "l2")),
+            _budget_spec(team_spec("team-l2-targets3", "l2", targets=3)),   # with the target sweep
             peer_spec("cw-9x1000"),
             peer_spec("cw-9x100", name="cw-weak-9x100"),
             peer_spec("deepfool"),
@@ -126,6 +127,7 @@ def attack_groups() -> dict[str, list]:
         "linf": [
             _budget_spec(team_spec("team-linf-paper", "linf", mode="paper")),
             _budget_spec(team_spec("team-linf", "linf")),
+            _budget_spec(team_spec("team-linf-targets3", "linf", targets=3)),
             peer_spec("fgsm", eps=0.3),
             peer_spec("bim", name="ifgsm-bim", eps=0.3),
             peer_spec("pgd", eps=0.3),
