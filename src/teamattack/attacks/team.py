@@ -61,7 +61,7 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 
 # The target sweep (`TEAM.target_sweep`) takes the images the untargeted fixed-budget attack leaves
 # whose walk ended within SWEEP_RANGE x eps (or found no point)
-SWEEP_RANGE = 1.5
+SWEEP_RANGE = 1.25
 
 # TEAM's L0 subproblem with l0_search's best-single-coordinate safeguard (docs/engine.md, "L0")
 L0_SAFEGUARD = True
