@@ -456,11 +456,11 @@ class TEAM(Attack):
         walk ended within SWEEP_RANGE x eps (or found nothing): TEAM's full minimum-norm walk
         (`WalkConfig`: 6 starts toward the strongest classes, where the fixed-budget walk screens 3),
         then, for the images still left, the targeted fixed-budget attack toward each of their
-        `targets` most likely other classes in turn (as APGD-T and FAB-T sweep the top classes; a
-        targeted success is an untargeted one). Images far beyond eps are not looked at again: each
-        phase costs about a fixed-budget attack, and they are there for the images near the boundary.
-
-        An image leaves as soon as it is broken; every point kept was verified by the network."""
+        `targets` most likely other classes at x (as APGD-T and FAB-T sweep the top classes; a
+        targeted success is an untargeted one), every (image, target) pair a row of one batch, the
+        most likely class that broke the image kept. Images far beyond eps are not looked at again:
+        each phase costs about a fixed-budget attack, and they are there for the images near the
+        boundary. Every point kept was verified by the network."""
         out, eps = res.points.clone(), float(self.eps)
         left = (~res.adversarial & ~(res.walk_distance > SWEEP_RANGE * eps)).nonzero().squeeze(1)
         if not left.numel():
