@@ -337,3 +337,15 @@ def test_walk_stops_at_eps_without_changing_what_it_breaks(digits, norm):
     assert (stopped <= eps).tolist() == inside.tolist() and 0 < int(inside.sum()) < len(full)
     torch.testing.assert_close(stopped[~inside], full[~inside])
     assert counts[1] < counts[0]
+
+
+def test_targets_setting_is_checked_against_the_budget_mode():
+    """`team-linf:targets=3` (bench / attack CLI names) is valid when the attack runs at an eps,
+    and refused for the minimum-norm attack, before anything runs."""
+    from teamattack.bench.suites import SuiteError, with_settings
+    from teamattack.cli.attack import team_names
+
+    spec = team_names()["team-linf"]
+    assert with_settings(spec, "team-linf:targets=3", eps=0.1).settings["targets"] == 3
+    with pytest.raises(SuiteError, match="targets"):
+        with_settings(spec, "team-linf:targets=3")

@@ -290,11 +290,16 @@ def settings_of(name: str) -> dict:
     return out
 
 
-def with_settings(spec: AttackSpec, name: str) -> AttackSpec:
-    """The TEAM spec `spec` with the settings of `name` ("base:key=value:key=value") applied."""
+def with_settings(spec: AttackSpec, name: str, eps: float | None = None) -> AttackSpec:
+    """The TEAM spec `spec` with the settings of `name` ("base:key=value:key=value") applied.
+
+    eps: the budget it will run at, if known (settings of the fixed-budget attack, such as
+    `targets`, are checked against that mode)."""
     kwargs = {**spec.settings, **settings_of(name)}
+    if eps is None and spec.kind == BUDGET:
+        eps = 1.0
     try:  # fail now, not after the other attacks have run
-        TEAM(nn.Linear(1, 2).eval(), norm=spec.norm, **kwargs)
+        TEAM(nn.Linear(1, 2).eval(), norm=spec.norm, **({} if eps is None else {"eps": eps}), **kwargs)
     except (TypeError, ValueError) as err:
         raise SuiteError(f"{name!r}: {err}") from None
     return team_spec(name, spec.norm, note=spec.note, **kwargs)

@@ -80,7 +80,7 @@ def spec_from_args(args):
         if team_only or args.hessian != "auto":
             raise UsageError(f"--attack {args.attack} is a complete TEAM variant; give its settings as "
                              f"{base}:key=value, or use --attack team with --{team_only[0] if team_only else 'hessian'}")
-        spec = with_settings(named[base], name) if ":" in name else named[base]
+        spec = with_settings(named[base], name, eps=args.eps) if ":" in name else named[base]
     elif name == "team":
         from ..attacks.team import default_mode
 
