@@ -248,3 +248,16 @@ def test_auto_probe_is_counted():
     assert auto.info["hessian"] == "none"
     assert auto.counters.hvps - none.counters.hvps == 4
     assert auto.counters.forwards - none.counters.forwards == 4
+
+
+def test_batch_rows_default_by_curvature_and_device():
+    """max_batch=None: large first-order batches on CPU, MAX_BATCH where per-example curvature is
+    held or on an accelerator; an explicit max_batch always wins."""
+    from teamattack.attacks import team as tm
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    attack = TEAM(model, "l2")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert attack.batch_rows("none", cpu) == tm.FIRST_ORDER_CPU_BATCH > tm.MAX_BATCH
+    assert attack.batch_rows("exact", cpu) == attack.batch_rows("none", cuda) == tm.MAX_BATCH
+    assert TEAM(model, "l2", max_batch=7).batch_rows("none", cpu) == 7

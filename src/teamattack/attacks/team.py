@@ -59,6 +59,10 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1)
 
 
+# Examples per call of the engine (`TEAM.batch_rows`, unless max_batch is given): with curvature
+# (dense, Krylov or GGN factors per example) or on an accelerator, and first order on CPU
+MAX_BATCH, FIRST_ORDER_CPU_BATCH = 128, 512
+
 # The target sweep (`TEAM.target_sweep`) takes the images the untargeted fixed-budget attack leaves
 # whose walk ended within SWEEP_RANGE x eps (or found no point)
 SWEEP_RANGE = 1.25
@@ -74,6 +78,15 @@ def _hessian_diagonal(e: Expansion) -> torch.Tensor:
     if e.Q is None or e.Q.shape[2] == 0:
         return torch.zeros_like(e.g)
     return (torch.bmm(e.Q, e.Hs) * e.Q).sum(2)
+
+
+def _chunked(rows: int, x, y, target, fn: Callable) -> tuple[torch.Tensor, ...]:
+    """fn(x, y, target) -> a tuple of per-example tensors, run over chunks of at most `rows` examples."""
+    parts = []
+    for i in range(0, x.shape[0], rows):
+        goal = Goal(y, target)[i:i + rows]
+        parts.append(fn(x[i:i + rows], goal.y, goal.target))
+    return tuple(torch.cat(p) for p in zip(*parts))
 
 
 def _pixel_groups(x: torch.Tensor) -> torch.Tensor | None:
@@ -189,7 +202,8 @@ class TEAM(Attack):
         box_iters: iterations of the box-constrained subproblem solvers (paper, iterated, L0 eps).
         krylov_k: Lanczos steps (Hessian-vector products) for hessian="krylov" (or "auto").
         max_batch: examples processed together; larger batches are split (bounds the memory of
-            the curvature and the box solvers; results do not depend on it).
+            the curvature and the box solvers; results do not depend on it, up to float rounding).
+            Default: `batch_rows` (MAX_BATCH, or FIRST_ORDER_CPU_BATCH on CPU without curvature).
     """
 
     name = "team"
@@ -215,7 +229,7 @@ class TEAM(Attack):
         rounds: int | None = None,
         box_iters: int | None = None,
         krylov_k: int | None = None,
-        max_batch: int = 128,
+        max_batch: int | None = None,
     ) -> None:
         super().__init__(model, targeted)
         if norm not in NORMS:
@@ -249,7 +263,7 @@ class TEAM(Attack):
             raise ValueError("the min-norm walk uses the decision margin: objective does not apply")
         # the numbers in `given` are checked by the configs they go into (SearchConfig, WalkConfig, BudgetConfig)
         self.krylov_k = check_number("krylov_k", 20 if krylov_k is None else krylov_k, low=1, integer=True)
-        self.max_batch = check_number("max_batch", max_batch, low=1, integer=True)
+        self.max_batch = check_number("max_batch", max_batch, low=1, integer=True, allow_none=True)
 
         objective = objective or ("T2" if targeted else "T1")
         self.objective: Objective = get_objective(objective)
@@ -356,20 +370,22 @@ class TEAM(Attack):
         source, why = self.curvature_source(model, x, y, target)
         expand_fn = self._expander(source)
         info = {"hessian": source, "hessian_reason": why}
+        rows = self.batch_rows(source, x.device)
         if self._sweeps(target):   # the fixed-budget attack, then a second look at the near misses
-            res = self._chunked(x, y, None, lambda xs, ys, ts: self._budget_lp(model, expand_fn, xs, ys, ts))
-            out = self.target_sweep(model, expand_fn, x, y, fb.Budget(*res))
+            res = _chunked(rows, x, y, None, lambda xs, ys, ts: self._budget_lp(model, expand_fn, xs, ys, ts))
+            out = self.target_sweep(model, expand_fn, x, y, fb.Budget(*res), rows)
             return out, torch.full((x.shape[0],), float(self.eps), device=x.device, dtype=x.dtype), info
-        out, radius = self._chunked(x, y, target, lambda xs, ys, ts: self._run_batch(model, expand_fn, xs, ys, ts))
+        out, radius = _chunked(rows, x, y, target, lambda xs, ys, ts: self._run_batch(model, expand_fn, xs, ys, ts))
         return out, radius, info
 
-    def _chunked(self, x, y, target, fn: Callable) -> tuple[torch.Tensor, ...]:
-        """fn(x, y, target) -> tuple of per-example tensors, over chunks of at most max_batch rows."""
-        parts = []
-        for i in range(0, x.shape[0], self.max_batch):
-            goal = Goal(y, target)[i:i + self.max_batch]
-            parts.append(fn(x[i:i + self.max_batch], goal.y, goal.target))
-        return tuple(torch.cat(p) for p in zip(*parts))
+    def batch_rows(self, source: str, device: torch.device) -> int:
+        """Examples processed together in a call with this curvature source: `max_batch` if given;
+        else MAX_BATCH, or FIRST_ORDER_CPU_BATCH for a first-order call on CPU (no per-example
+        curvature to hold, and the walk keeps its passes' activations small itself,
+        `boundary_walk.CHUNK_BYTES`; a split costs every step's Python overhead once more)."""
+        if self.max_batch is not None:
+            return self.max_batch
+        return FIRST_ORDER_CPU_BATCH if source == "none" and device.type == "cpu" else MAX_BATCH
 
     def _sweeps(self, target) -> bool:
         """Whether this call ends with `target_sweep` (L2 / Linf fixed budget, untargeted, targets > 0)."""
@@ -451,7 +467,7 @@ class TEAM(Attack):
         return fb.fixed_budget(model, x, y, target, norm=self.norm, eps=float(self.eps),
                                walk=self._budget_walk(model, expand_fn), steps=self.budget_config.steps)
 
-    def target_sweep(self, model: CountingModel, expand_fn: ExpandFn, x, y, res: fb.Budget) -> torch.Tensor:
+    def target_sweep(self, model: CountingModel, expand_fn: ExpandFn, x, y, res: fb.Budget, rows: int) -> torch.Tensor:
         """A second look at the images the untargeted fixed-budget attack `res` leaves robust whose
         walk ended within SWEEP_RANGE x eps (or found nothing): TEAM's full minimum-norm walk
         (`WalkConfig`: 6 starts toward the strongest classes, where the fixed-budget walk screens 3),
@@ -460,13 +476,13 @@ class TEAM(Attack):
         targeted success is an untargeted one), every (image, target) pair a row of one batch, the
         most likely class that broke the image kept. Images far beyond eps are not looked at again:
         each phase costs about a fixed-budget attack, and they are there for the images near the
-        boundary. Every point kept was verified by the network."""
+        boundary. Every point kept was verified by the network. rows: examples per call (`batch_rows`)."""
         out, eps = res.points.clone(), float(self.eps)
         left = (~res.adversarial & ~(res.walk_distance > SWEEP_RANGE * eps)).nonzero().squeeze(1)
         if not left.numel():
             return out
         c = WalkConfig()
-        pts, dist = self._chunked(x[left], y[left], None, lambda xs, ys, _: boundary_walk(
+        pts, dist = _chunked(rows, x[left], y[left], None, lambda xs, ys, _: boundary_walk(
             model, expand_fn, xs, ys, None, norm=self.norm, steps=c.steps, starts=c.starts, screen=c.screen,
             overshoot=c.overshoot, stop_at=eps))
         hit = dist <= eps   # NaN (nothing found) is not
@@ -478,9 +494,9 @@ class TEAM(Attack):
             ranked = model(x[left]).scatter(1, y[left, None], float("-inf")).argsort(1, descending=True)
         k = min(self.budget_config.targets, ranked.shape[1] - 1)
         # every (image, target) pair is a row of one batch (rows of an image side by side)
-        rows = left.repeat_interleave(k)
-        pts, adv, _ = self._chunked(x[rows], y[rows], ranked[:, :k].reshape(-1),
-                                    lambda xs, ys, ts: self._budget_lp(model, expand_fn, xs, ys, ts))
+        pairs = left.repeat_interleave(k)
+        pts, adv, _ = _chunked(rows, x[pairs], y[pairs], ranked[:, :k].reshape(-1),
+                               lambda xs, ys, ts: self._budget_lp(model, expand_fn, xs, ys, ts))
         first = torch.where(adv.view(-1, k), torch.arange(k, 0, -1, device=x.device), 0).argmax(1)
         won = adv.view(-1, k).any(1)
         pick = torch.arange(len(left), device=x.device) * k + first
