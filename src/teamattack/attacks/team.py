@@ -372,7 +372,7 @@ class TEAM(Attack):
         info = {"hessian": source, "hessian_reason": why}
         rows = self.batch_rows(source, x.device)
         if self._sweeps(target):   # the fixed-budget attack, then a second look at the near misses
-            res = _chunked(rows, x, y, None, lambda xs, ys, ts: self._budget_lp(model, expand_fn, xs, ys, ts))
+            res = _chunked(rows, x, y, None, lambda xs, ys, ts: self._budget_l2_linf(model, expand_fn, xs, ys, ts))
             out = self.target_sweep(model, expand_fn, x, y, fb.Budget(*res), rows)
             return out, torch.full((x.shape[0],), float(self.eps), device=x.device, dtype=x.dtype), info
         out, radius = _chunked(rows, x, y, target, lambda xs, ys, ts: self._run_batch(model, expand_fn, xs, ys, ts))
@@ -439,7 +439,7 @@ class TEAM(Attack):
         112 pixels, the search all 40 (docs/engine.md, "Modes").
         """
         if self.norm != "l0":
-            return self._budget_lp(model, expand_fn, x, y, target).points
+            return self._budget_l2_linf(model, expand_fn, x, y, target).points
         goal = Goal(y, target)
         best, best_r = self._l0_search(model, expand_fn, x, goal)
         inside = torch.isfinite(best_r) & (best_r <= float(self.eps))
@@ -462,7 +462,7 @@ class TEAM(Attack):
 
         return walk
 
-    def _budget_lp(self, model: CountingModel, expand_fn: ExpandFn, x, y, target) -> fb.Budget:
+    def _budget_l2_linf(self, model: CountingModel, expand_fn: ExpandFn, x, y, target) -> fb.Budget:
         """The L2 / Linf fixed-budget attack: the walk, then the ascents (teamattack.attacks.fixed_budget)."""
         return fb.fixed_budget(model, x, y, target, norm=self.norm, eps=float(self.eps),
                                walk=self._budget_walk(model, expand_fn), steps=self.budget_config.steps)
@@ -496,7 +496,7 @@ class TEAM(Attack):
         # every (image, target) pair is a row of one batch (rows of an image side by side)
         pairs = left.repeat_interleave(k)
         pts, adv, _ = _chunked(rows, x[pairs], y[pairs], ranked[:, :k].reshape(-1),
-                               lambda xs, ys, ts: self._budget_lp(model, expand_fn, xs, ys, ts))
+                               lambda xs, ys, ts: self._budget_l2_linf(model, expand_fn, xs, ys, ts))
         first = torch.where(adv.view(-1, k), torch.arange(k, 0, -1, device=x.device), 0).argmax(1)
         won = adv.view(-1, k).any(1)
         pick = torch.arange(len(left), device=x.device) * k + first
