@@ -58,7 +58,7 @@ RECIPES: dict[str, Recipe] = {
     "digits": Recipe("digits-cnn", 20, 600, {"linf": 0.2, "l2": round(3.0 * 8 / 28, 4), "l0": 9}, 300),
     "mnist": Recipe("mnist-table1", 1, 2000, {"linf": 0.3, "l2": 3.0, "l0": 112}, 100),
     # CIFAR-10: the usual budgets (Linf 8/255, L2 0.5), L0 10 pixel positions; the Table I net,
-    # one epoch per model from scratch (about 6 minutes per epoch on one CPU thread)
+    # one epoch per model from scratch (its cost on CPU: docs/adversarial_training.md, E7)
     "cifar10": Recipe("cifar10-table1", 1, 500, {"linf": round(8 / 255, 6), "l2": 0.5, "l0": 10}, 50),
 }
 
