@@ -1,4 +1,6 @@
 """TEAM's fixed-budget mode: the walk, then an APGD-style ascent inside the ball (attacks/fixed_budget.py)."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -44,6 +46,27 @@ def test_margin_loss_is_positive_exactly_when_adversarial():
 def test_checkpoints_follow_apgd():
     """APGD's schedule for 100 iterations: 22, 41, 57, 70, 80, 87, 93, 99 (Croce & Hein 2020, Sec. 3.2)."""
     assert _checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+
+
+@pytest.mark.parametrize("loss,stall", [("ce", False), ("margin", True)])
+def test_ascent_with_steps_per_example_equals_each_example_run_alone(digits, loss, stall):
+    """One batch where every example has its own number of steps (`fixed_budget`'s cross-entropy
+    ascent: each image's leftover budget) gives each example what a run with its steps alone
+    gives: its points, verdicts and gradients (its own checkpoint schedule, `_checkpoints`)."""
+    model, x, y = digits
+    model, x, y = copy.deepcopy(model).double(), x[:12].double(), y[:12]   # float64: no rounding that a batch size changes
+    steps = torch.tensor([0, 3, 7, 12, 30, 7, 12, 30, 3, 45, 1, 20])
+    eps = 0.08
+    start = project(x, x + 0.5 * eps * torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(3))), eps, "linf")
+    together = ascent(CountingModel(model), x, start, y, None, eps=eps, norm="linf", steps=steps, loss=loss, stall=stall)
+    assert int(together.gradients[0]) == 0 and torch.equal(together.points[0], start[0])
+    for i in range(1, len(x)):
+        alone = ascent(CountingModel(model), x[i:i + 1], start[i:i + 1], y[i:i + 1], None, eps=eps, norm="linf",
+                       steps=int(steps[i]), loss=loss, stall=stall)
+        torch.testing.assert_close(together.points[i:i + 1], alone.points, rtol=0, atol=1e-9)
+        assert bool(together.adversarial[i] == alone.adversarial[0])
+        assert int(together.gradients[i]) == int(alone.gradients[0]) <= 1 + int(steps[i])
+    assert 0 < int(together.adversarial.sum()) < len(x)   # the case exercises both outcomes
 
 
 @pytest.mark.parametrize("norm,eps", [("l2", 0.3), ("linf", 0.05)])

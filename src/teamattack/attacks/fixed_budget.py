@@ -126,6 +126,21 @@ def _checkpoints(steps: int) -> list[int]:
     return sorted({v for v in w if v < steps})
 
 
+def _schedule(steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example with `steps` (B,) ascent steps: at[b, k], whether k + 1 is one of its checkpoints
+    (`_checkpoints`), and span[b, k], the steps since its previous checkpoint (B, max steps) each."""
+    K = int(steps.max())
+    at = torch.zeros((len(steps), K), dtype=torch.bool, device=steps.device)
+    span = torch.zeros((len(steps), K), device=steps.device)
+    for n in steps.unique().tolist():
+        rows, last = steps == n, 0
+        for c in _checkpoints(n):
+            at[rows, c - 1] = True
+            span[rows, c - 1] = c - last
+            last = c
+    return at, span
+
+
 class Budget(NamedTuple):
     """`fixed_budget`'s result per example: the point (inside eps and the box), whether the network
     called it adversarial, and the walk's distance (its verified minimum-norm point's; NaN: none)."""
@@ -152,7 +167,7 @@ def ascent(
     *,
     eps: float,
     norm: str,
-    steps: int,
+    steps: int | torch.Tensor,
     loss: str = "margin",
     stall: bool = False,
     step: float = 2.0,
@@ -165,6 +180,8 @@ def ascent(
     took, 1 + `steps` at most: an example stops once adversarial and, with `stall`, at a checkpoint
     where its best loss has not improved since the previous one (stuck: its budget is better spent
     elsewhere, `fixed_budget`). step: the first step's size in units of eps (APGD's: 2).
+    steps: one number, or one per example (B,): each example follows the schedule of its own
+    number of steps (its checkpoints, `_checkpoints`), as if it ran alone.
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -173,21 +190,26 @@ def ascent(
     dev = x.device
     out = start.clone()
     adv = torch.zeros(B, dtype=torch.bool, device=dev)
-    used = torch.full((B,), 1 + max(steps, 0), dtype=torch.long, device=dev)
-    if steps <= 0 or B == 0:
-        used.fill_(0)
+    n_steps = torch.as_tensor(steps, dtype=torch.long, device=dev).expand(B).clamp_min(0)
+    used = torch.where(n_steps > 0, 1 + n_steps, 0)
+    idx = (n_steps > 0).nonzero().squeeze(1)   # examples without steps keep their start, untouched
+    if not idx.numel():
         return Ascent(out, adv, used)
+    at_ckpt, span = _schedule(n_steps[idx])
+    n_steps = n_steps[idx]
     sub = lambda t, i: None if t is None else t[i]
 
-    temp: list[torch.Tensor] = []   # the cross-entropy's temperatures, from the start point's logits
+    temp = torch.ones(B, device=dev, dtype=x.dtype)   # the cross-entropy's, from the start's logits
+    first = [True]
 
     def loss_grad(p: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         p = p.detach().requires_grad_(True)
         logits = model(p)
-        if not temp:   # the first call: every example (idx = all)
-            temp.append(ce_temperature(logits.detach()))
+        if first:   # the first call: every example that takes steps
+            temp[idx] = ce_temperature(logits.detach())
+            first.clear()
         m = margin_loss(logits, y[idx], sub(target, idx))
-        value = _ce_loss(logits / temp[0][idx, None], y[idx], sub(target, idx)) if use_ce else m
+        value = _ce_loss(logits / temp[idx, None], y[idx], sub(target, idx)) if use_ce else m
         (g,) = torch.autograd.grad(value.sum(), p)
         return value.detach(), m.detach() > 0, g
 
@@ -203,32 +225,31 @@ def ascent(
             n = _size(g, "l2")
         return torch.where(_view(n > 0, g), g / _view(torch.where(n > 0, n, torch.ones_like(n)), g), torch.zeros_like(g))
 
-    idx = torch.arange(B, device=dev)
-    cur = start.clone()
+    cur = start[idx].clone()
     val, hit, g = loss_grad(cur, idx)
     best, best_loss, best_g = cur.clone(), val.clone(), g.clone()
     prev = cur.clone()
-    eta = torch.full((B,), step * eps, device=dev, dtype=x.dtype)
-    improved = torch.zeros(B, device=dev)
+    eta = torch.full((len(idx),), step * eps, device=dev, dtype=x.dtype)
+    improved = torch.zeros(len(idx), device=dev)
     best_at_ckpt, eta_at_ckpt = best_loss.clone(), eta.clone()
-    ckpts, last = _checkpoints(steps), 0
-    stuck = torch.zeros(B, dtype=torch.bool, device=dev)
-    for k in range(steps + 1):
+    stuck = torch.zeros(len(idx), dtype=torch.bool, device=dev)
+    for k in range(int(n_steps.max()) + 1):
         if hit.any():  # verified adversarial (the loss came from the network's own logits)
             out[idx[hit]] = cur[hit].detach()
             adv[idx[hit]] = True
-        if stuck.any():
-            out[idx[stuck]] = best[stuck]
-        keep = ~hit & ~stuck
+        ended = (n_steps == k) & ~hit & ~stuck     # its steps are spent: its best point
+        if stuck.any() or ended.any():
+            out[idx[stuck | ended]] = best[stuck | ended]
+        keep = ~hit & ~stuck & ~ended
         used[idx[~keep]] = 1 + k
-        if k == steps or not keep.any():
+        if not keep.any():
             break
         if not keep.all():
             idx, cur, prev, g, val = idx[keep], cur[keep], prev[keep], g[keep], val[keep]
             best, best_loss, best_g = best[keep], best_loss[keep], best_g[keep]
             eta, improved = eta[keep], improved[keep]
             best_at_ckpt, eta_at_ckpt = best_at_ckpt[keep], eta_at_ckpt[keep]
-            stuck = stuck[keep]
+            stuck, n_steps, at_ckpt, span = stuck[keep], n_steps[keep], at_ckpt[keep], span[keep]
         xs = x[idx]
         z = project(xs, cur + _view(eta, cur) * direction(g), eps, norm)
         if k > 0:
@@ -238,21 +259,20 @@ def ascent(
         better = new_loss > best_loss
         prev, cur, val, g = cur, z.detach(), new_loss, new_g
         best[better], best_loss[better], best_g[better] = cur[better], val[better], g[better]
-        if ckpts and k + 1 == ckpts[0]:
-            span = ckpts[0] - last
+        at = at_ckpt[:, k]   # examples at a checkpoint of their schedule after this step
+        if at.any():
+            no_gain = best_loss <= best_at_ckpt
             if stall:
-                stuck = (best_loss <= best_at_ckpt) & ~hit
-            halve = ((improved < RHO * span) | ((eta == eta_at_ckpt) & (best_loss <= best_at_ckpt))) & ~hit
+                stuck = at & no_gain & ~hit
+            halve = ((improved < RHO * span[:, k]) | ((eta == eta_at_ckpt) & no_gain)) & ~hit & at
             if halve.any():  # smaller steps, restarted from the best point
                 eta = torch.where(halve, eta / 2, eta)
                 h = _view(halve, cur)
                 cur, prev = torch.where(h, best, cur), torch.where(h, best, prev)
                 g, val = torch.where(h, best_g, g), torch.where(halve, best_loss, val)
-            improved.zero_()
-            best_at_ckpt, eta_at_ckpt = best_loss.clone(), eta.clone()
-            last = ckpts.pop(0)
-    rest = ~adv[idx] & ~stuck
-    out[idx[rest]] = best[rest]
+            improved = torch.where(at, torch.zeros_like(improved), improved)
+            best_at_ckpt = torch.where(at, best_loss, best_at_ckpt)
+            eta_at_ckpt = torch.where(at, eta, eta_at_ckpt)
     return Ascent(out, adv, used)
 
 
@@ -293,11 +313,10 @@ def fixed_budget(
     keep = ~res.adversarial & (left > 0)
     rest, left = rest[keep], left[keep]
     # the cross-entropy ascent (APGD-CE's loss) from a fixed pseudo-random point of the ball, with
-    # each image's remaining budget (one call per distinct budget: images stay independent)
-    for n in left.unique().tolist():
-        r = rest[left == n]
-        start = project(x[r], x[r] + _noise(x[0], eps, norm), eps, norm)
-        res = ascent(model, x[r], start, y[r], goal_t(r), eps=eps, norm=norm, steps=int(n), loss="ce")
-        out[r[res.adversarial]] = res.points[res.adversarial]
-        adv[r] = res.adversarial
+    # each image's remaining budget (one batch; each image keeps the schedule of its own budget)
+    if rest.numel():
+        start = project(x[rest], x[rest] + _noise(x[0], eps, norm), eps, norm)
+        res = ascent(model, x[rest], start, y[rest], goal_t(rest), eps=eps, norm=norm, steps=left, loss="ce")
+        out[rest[res.adversarial]] = res.points[res.adversarial]
+        adv[rest] = res.adversarial
     return Budget(out, adv, dist)

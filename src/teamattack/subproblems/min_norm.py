@@ -229,9 +229,16 @@ def _root_newton(brk: torch.Tensor, slope: torch.Tensor, sb: torch.Tensor, c: to
     mu = torch.zeros_like(c)
     done = skip.clone()
     prev = torch.full_like(c, -1.0)
+    rows = torch.arange(len(c), device=c.device)   # the rows iterated (all, until most have finished)
+    out_mu, out_done = mu.clone(), done.clone()
     for _ in range(max_iter + 1):
         if bool(done.all()):
             break
+        if 2 * int(done.sum()) > len(done):   # iterate on the unfinished rows only (rows are independent)
+            out_mu[rows], out_done[rows] = mu, done
+            live = ~done
+            rows, mu, done, prev = rows[live], mu[live], done[live], prev[live]
+            brk, slope, sb, c, total = brk[live], slope[live], sb[live], c[live], total[live]
         sat = (brk <= mu[:, None]).to(slope.dtype)
         s_sl, s_sb = (sat * slope).sum(1), (sat * sb).sum(1)
         done = done | (s_sl == prev)                 # no new saturation since mu was computed
@@ -239,7 +246,8 @@ def _root_newton(brk: torch.Tensor, slope: torch.Tensor, sb: torch.Tensor, c: to
         new = mu.maximum(rest / (total - s_sl).clamp_min(tiny_of(slope)))
         mu = torch.where(done, mu, new)
         prev = s_sl
-    return mu, done
+    out_mu[rows], out_done[rows] = mu, done
+    return out_mu, out_done
 
 
 def min_norm_box(g: torch.Tensor, c, lower, upper, norm: str = "l2",
@@ -271,9 +279,12 @@ def min_norm_box(g: torch.Tensor, c, lower, upper, norm: str = "l2",
     w = g if norm == "l2" else sgn
     room = 0.5 * ((1.0 + sgn) * (-lo) + (1.0 - sgn) * hi)  # how far -mu w can go before its bound
     g_abs = g.abs()
-    slope = g_abs * w.abs()                                # -d(g.d)/d mu while coordinate i is free
-    sb = g_abs * room                                      # slope * brk: what i gives when saturated
-    brk = room / w.abs()                                   # inf / nan where g = 0 (never saturates)
+    # slope: -d(g.d)/d mu while coordinate i is free (|g| |w|); sb = slope * brk: what i gives when
+    # saturated; brk: where it saturates (L2: inf / nan where g = 0; there slope = sb = 0, so no
+    # coordinate with g = 0 ever counts, whatever its brk)
+    slope = g_abs * g_abs if norm == "l2" else g_abs
+    sb = g_abs * room
+    brk = room / g_abs if norm == "l2" else room
     feasible = (c - sb.sum(1)) <= 0                        # the vertex meets the constraint
     mu, done = _root_newton(brk, slope, sb, c, ~feasible | (c <= 0), newton_iter)
     if not bool(done.all()):
