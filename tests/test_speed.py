@@ -32,8 +32,8 @@ def test_suite_lists_team_and_the_peers():
 
 
 def test_measure_rows_floor_and_ratio(digits):
-    """One row per attack and thread count; TEAM's floor is its gradients x the forward + backward
-    cost of the batch, the ratio is wall / floor; the peers carry no floor."""
+    """One row per attack and thread count; an attack's floor is its gradients x the forward +
+    backward cost of the batch, the ratio is wall / floor (TEAM and the peers alike)."""
     model, x, y = digits
     specs = [s for s in get_suite("speed")[0] if s.name in ("team-l2", "team-linf", "ddn-100")]
     table = speed.measure(model, x, y, specs, model_name="digits-cnn", threads=(1,), repeats=2, log=lambda s: None)
@@ -44,16 +44,15 @@ def test_measure_rows_floor_and_ratio(digits):
     for r in table.rows:
         assert r.threads == 1 and r.images == len(x) and r.runs == 2
         assert 0 < r.seconds_per_image <= r.median_seconds_per_image
+        assert math.isclose(r.floor_seconds_per_image, r.gradients_per_image * cost)
+        assert math.isclose(r.wall_over_floor, r.seconds_per_image / r.floor_seconds_per_image)
+        assert math.isclose(r.cpu_over_floor, r.cpu_seconds_per_image / (r.gradients_per_image * cpu_cost))
         if r.attack.startswith("team-"):
             # the walk's gradients: walk_budget expansions per image (6 starts x 8 + 32), and
             # hessian="auto" probes the curvature on a few examples (less than one per image)
             assert 0 <= r.gradients_per_image - bw.walk_budget(40, 6, 8) < 1
-            assert math.isclose(r.floor_seconds_per_image, r.gradients_per_image * cost)
-            assert math.isclose(r.wall_over_floor, r.seconds_per_image / r.floor_seconds_per_image)
-            assert math.isclose(r.cpu_over_floor, r.cpu_seconds_per_image / (r.gradients_per_image * cpu_cost))
             assert r.success == 1.0 and r.median_distance > 0
         else:
-            assert r.floor_seconds_per_image is None and r.wall_over_floor is None and r.cpu_over_floor is None
             assert r.gradients_per_image == 100
     text = speed.markdown(table)
     assert "## 1 torch thread" in text and text.count("| team-") == 2

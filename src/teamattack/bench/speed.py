@@ -8,10 +8,11 @@ whole batch `repeats` times, alternating (A B C A B C: a slow spell of a shared 
 attack alike), at each torch thread count; a row reports the fastest of its runs (the least
 disturbed one; the median as well) and the process's CPU time (at one thread it barely depends on
 what else the machine runs). Beside the wall time: gradients and forwards per image (the
-`CountingModel`), success rate and median distance over successes, and for TEAM its *gradient
+`CountingModel`), success rate and median distance over successes, and every attack's *gradient
 floor*: its gradients per image times the measured cost of one batched forward + backward of the
 same batch (fastest of several, measured between the attacks' runs), and the ratio wall / floor
-(what the walk spends beyond its gradients: subproblem solves, verdict forwards, Python).
+(what an attack spends beyond its gradients: for TEAM subproblem solves, verdict forwards and
+Python; the peers' rows show what a plain gradient loop spends beyond the same floor).
 
 The attacks are the suite `speed` (`bench.suites.speed_suite`): TEAM min-norm L2 and Linf (the
 defaults), adv_lib's DDN-100 and FMN-100 (L2 and Linf: the presets `ddn-100`, `fmn-l2-100`,
@@ -50,7 +51,7 @@ class SpeedRow:
     forwards_per_image: float
     success: float
     median_distance: float | None     # over successes, in the attack's norm
-    floor_seconds_per_image: float | None = None  # TEAM: gradients x (forward + backward) per image
+    floor_seconds_per_image: float | None = None  # gradients x (forward + backward) per image
     wall_over_floor: float | None = None
     cpu_over_floor: float | None = None  # the same in CPU time (robust to other processes at 1 thread)
 
@@ -105,7 +106,7 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[Atta
     for p in model.parameters():
         p.requires_grad_(False)
     table = SpeedTable(model_name, len(x), seed, repeats)
-    built, team = {}, set()
+    built = {}
     for spec in specs:
         try:
             built[spec.name] = spec.build(model, targeted=False, seed=seed)
@@ -113,8 +114,6 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[Atta
             table.skipped[spec.name] = f"{type(err).__name__}: {err}"
             log(f"{spec.name}: skipped ({err})")
             continue
-        if spec.team:
-            team.add(spec.name)
     before = torch.get_num_threads()
     for attack in built.values():  # warm-up, untimed: imports, lazy initialisation, allocator
         attack(x[:2], y[:2])
@@ -143,7 +142,7 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[Atta
                 c = res.counters.per_example(len(x))
                 wall, cpu = min(walls[name]), min(cpus[name])
                 floor = ratio = cpu_ratio = None
-                if name in team:
+                if c["gradients"] > 0:
                     floor = c["gradients"] * cost
                     ratio, cpu_ratio = wall / floor, cpu / (c["gradients"] * cpu_cost)
                 table.rows.append(SpeedRow(
@@ -165,7 +164,7 @@ def markdown(table: SpeedTable) -> str:
     if table.command:
         out += [f"Command: `{table.command}`", ""]
     out += ["Seconds per image (time of the whole batch / N): wall time (fastest and median run) and this "
-            "process's CPU time (least run; all threads). TEAM's floor = its gradients per image x the cost of one "
+            "process's CPU time (least run; all threads). Floor = an attack's gradients per image x the cost of one "
             "batched forward + backward of the same batch (fastest between the runs), in wall and in CPU time; "
             "median distance over successes.", ""]
     for t, cost in table.fwd_bwd_seconds_per_image.items():
