@@ -78,13 +78,21 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
 
 
 def test_walk_chunks_give_the_same_result(digits, monkeypatch):
-    """The walk processes its rows in chunks on CPU (cheaper per row): the result is the same."""
+    """The walk processes its rows in chunks on CPU with one torch thread (cheaper per row), all at
+    once with several threads: the result is the same."""
     model, x, y = digits
     attack = ta.TEAM(model, norm="l2", steps=6, starts=3, screen=2)
-    monkeypatch.setattr(bw, "CHUNK_BYTES", float("inf"))
-    whole = attack(x, y)
-    monkeypatch.setattr(bw, "CHUNK_BYTES", 1.0)  # 8 rows at a time
-    assert bw.chunk_rows(model, x[:1]) == 8
-    parts = attack(x, y)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.setattr(bw, "CHUNK_BYTES", float("inf"))
+        whole = attack(x, y)
+        monkeypatch.setattr(bw, "CHUNK_BYTES", 1.0)  # 8 rows at a time
+        assert bw.chunk_rows(model, x[:1]) == 8
+        parts = attack(x, y)
+        torch.set_num_threads(2)
+        assert bw.chunk_rows(model, x[:1]) > len(x) * 6   # every row of the walk in one pass
+    finally:
+        torch.set_num_threads(before)
     torch.testing.assert_close(parts.x_adv, whole.x_adv, atol=1e-5, rtol=0)
     assert parts.counters.gradients == whole.counters.gradients

@@ -201,19 +201,25 @@ class _Walks:
         self._save(rows, d, ov, trust, f_prev, step_len)
 
 
-# CPU: rows per forward + backward pass of the walk, as activation bytes. Past a few tens of MB of
-# activations a batched pass costs more per row (docs/engine.md, "Speed"); the GPU takes any batch.
+# CPU: activation bytes of one forward + backward pass of the walk. With one torch thread a pass
+# past a few tens of MB costs more per row (the cache; docs/engine.md, "Speed"). With several
+# threads every pass is split between them and smaller passes cost more than they save (each
+# parallel region waits for every thread), so there the bound only caps the memory of a pass.
+# The GPU takes any batch.
 CHUNK_BYTES = 16e6
+CHUNK_BYTES_THREADS = 256e6
 
 
 def chunk_rows(model: nn.Module, x1: torch.Tensor) -> int:
     """Rows of the walk processed together: all on GPU; on CPU as many as keep one pass's
-    activations (measured on the example x1, uncounted) under CHUNK_BYTES, at least 8."""
-    if x1.device.type != "cpu" or CHUNK_BYTES == float("inf"):
+    activations (measured on the example x1, uncounted) under CHUNK_BYTES with one torch thread,
+    under CHUNK_BYTES_THREADS with several, at least 8."""
+    budget = CHUNK_BYTES if torch.get_num_threads() == 1 else CHUNK_BYTES_THREADS
+    if x1.device.type != "cpu" or budget == float("inf"):
         return 1 << 30
     raw = model.model if isinstance(model, CountingModel) else model
     numel = _activation_numel(raw, x1)
-    return max(8, int(CHUNK_BYTES // (numel * x1.element_size())))
+    return max(8, int(budget // (numel * x1.element_size())))
 
 
 @dataclass(frozen=True)
