@@ -39,3 +39,16 @@ def test_targeted_walk_ab_compares_every_schedule_with_the_reference(tmp_path):
         assert 0.8 < r["median"] < 1.2
     assert rows["cold + hot (the default)"]["gradients_per_image"] == len(TARGETED_WALKS) * one
     assert "| cold + hot (the default) | 160 |" in out.read_text()
+
+
+def test_walk_chunks_prints_a_row_per_model_and_thread_count(capsys):
+    """Every chunk setting gives the same adversarial examples (up to float rounding); one row per
+    model and thread count, the rule's chunk beside the times."""
+    import torch
+
+    before = torch.get_num_threads()
+    assert _script("walk_chunks").main(["--threads", "1,2", "--repeats", "1", "-n", "4"]) == 0
+    assert torch.get_num_threads() == before
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| digits-cnn") or line.startswith("| mnist-table1")]
+    assert [r.split(" | ")[:2] for r in rows] == [["| digits-cnn", "1"], ["| digits-cnn", "2"], ["| mnist-table1", "1"], ["| mnist-table1", "2"]]
+    assert all(float(r.rstrip(" |").rsplit("| ", 1)[1]) < 1e-5 for r in rows)
