@@ -232,9 +232,10 @@ def _root_newton(brk: torch.Tensor, slope: torch.Tensor, sb: torch.Tensor, c: to
     rows = torch.arange(len(c), device=c.device)   # the rows iterated (all, until most have finished)
     out_mu, out_done = mu.clone(), done.clone()
     for _ in range(max_iter + 1):
-        if bool(done.all()):
+        finished = int(done.sum())           # one sync per iteration
+        if finished == len(done):
             break
-        if 2 * int(done.sum()) > len(done):   # iterate on the unfinished rows only (rows are independent)
+        if 2 * finished > len(done):   # iterate on the unfinished rows only (rows are independent)
             out_mu[rows], out_done[rows] = mu, done
             live = ~done
             rows, mu, done, prev = rows[live], mu[live], done[live], prev[live]
