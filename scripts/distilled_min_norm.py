@@ -1,8 +1,10 @@
-"""TEAM's minimum-norm walk against DDN-1000 (L2) or FMN-1000 (Linf) on a distilled digits-cnn (G = 100).
+"""TEAM's minimum-norm walk against DDN-1000 (L2) or FMN-1000 (Linf) on an e6 distilled student (G = 100).
 
 e6's "beyond the paper" study compares medians; this script asks whether more steps close the gap
-and compares image by image. It trains (or reuses, from --cache) the e6 digits recipe's teacher
-and student at G, attacks the same N correctly classified test images (seed 0) with TEAM's walk at
+and compares image by image. It trains (or reuses, from --cache: the same files as `teamattack
+reproduce e6-distillation --cache`) the e6 recipe's teacher and student at G on --dataset
+(digits-cnn on digits, the Table I net on mnist / cifar10; --epochs as e6's), attacks the same N
+correctly classified test images (seed 0) with TEAM's walk at
 several step budgets and with adv_lib's DDN-1000 (`--norm l2`) or FMN-Linf-1000 (`--norm linf`),
 and prints a Markdown table. With --eps (e6's budget: L2 0.8571, Linf 0.3 on digits) it adds
 which share of the images each of TEAM's fixed-budget attack at eps, the default walk and the peer
@@ -10,6 +12,7 @@ breaks within eps, and their union: whether 100% within the budget is reachable 
 
     python scripts/distilled_min_norm.py --cache runs/e6-digits-cache -n 300 --out docs/results/e6-distillation/min-norm-digits-G100.md
     python scripts/distilled_min_norm.py --cache runs/e6-digits-cache -n 300 --eps 0.8571 --out docs/results/e6-distillation/budget-digits-G100-l2.md
+    python scripts/distilled_min_norm.py --dataset mnist --epochs 1 --cache runs/e6-mnist-cache -n 100 --out docs/results/e6-distillation/min-norm-mnist-G100.md
 """
 from __future__ import annotations
 
@@ -22,8 +25,7 @@ import torch
 import teamattack as ta
 from teamattack import baselines
 from teamattack.bench.harness import load_images
-from teamattack.defenses import distill
-from teamattack.experiments.distillation import RECIPES
+from teamattack.experiments.distillation import RECIPES, distilled
 
 BUDGETS = ({}, {"starts": 4, "screen": 12, "steps": 44}, {"starts": 4, "screen": 16, "steps": 60},
            {"starts": 6, "screen": 16, "steps": 60}, {"steps": 100}, {"starts": 4, "steps": 100},
@@ -33,6 +35,9 @@ PEERS = {"l2": "ddn-1000", "linf": "fmn-linf-1000"}
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", choices=tuple(RECIPES), default="digits")
+    p.add_argument("--epochs", type=int, default=None, help="both trainings (default: e6's recipe)")
+    p.add_argument("--data", default=None, help="dataset root (default: TEAMATTACK_DATA or ../shared/datasets)")
     p.add_argument("-G", type=float, default=100.0)
     p.add_argument("-n", type=int, default=300)
     p.add_argument("--norm", choices=tuple(PEERS), default="l2")
@@ -42,16 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    r = RECIPES["digits"]
-    d = distill(r.arch, "digits", temperature=a.G, epochs=r.epochs, seed=0, lr=r.lr, optimizer=r.optimizer,
-                weight_decay=r.weight_decay, out=Path(a.cache) / f"digits-G{a.G:g}.safetensors", progress=False,
-                log=lambda m: None)
+    d = distilled(a.dataset, a.G, Path(a.cache), a.epochs, seed=0, root=a.data)
     model = ta.zoo.load(d.student)
-    x, y, _ = load_images("digits", model, a.n, seed=0)
+    x, y, _ = load_images(a.dataset, model, a.n, seed=0, root=a.data)
     peer = PEERS[a.norm]
     size = lambda r: r.l2 if a.norm == "l2" else r.linf
     ref = baselines.make(peer, model)(x, y)
-    rows = [f"# TEAM's {a.norm} walk vs {peer} on the digits-cnn student at G = {a.G:g}", "",
+    rows = [f"# TEAM's {a.norm} walk vs {peer} on the {RECIPES[a.dataset].arch} student at G = {a.G:g} ({a.dataset})", "",
             f"Command: `python scripts/{Path(__file__).name} {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
             f"Student test accuracy {d.student_card['test_accuracy']:.4f}; N = {len(y)} correctly classified test "
             f"images (seed 0). Ratio = TEAM's {a.norm} / {peer}'s on the images both break.", "",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ _HAVE_PEERS = all(importlib.util.find_spec(m) is not None for m in ("torchattack
 def _script(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module   # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -52,3 +54,22 @@ def test_walk_chunks_prints_a_row_per_model_and_thread_count(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| digits-cnn") or line.startswith("| mnist-table1")]
     assert [r.split(" | ")[:2] for r in rows] == [["| digits-cnn", "1"], ["| digits-cnn", "2"], ["| mnist-table1", "1"], ["| mnist-table1", "2"]]
     assert all(float(r.rstrip(" |").rsplit("| ", 1)[1]) < 1e-5 for r in rows)
+
+
+def test_exact_misses_finds_nothing_below_the_optimum(tmp_path):
+    """On the published digits-mlp L2 document: the images past 1% are read from it, a ball smaller
+    than the proven optimum holds no adversarial point (the ascents find none), and a ball 1%
+    beyond TEAM's own distance does (every point the script counts is checked inside its ball and
+    adversarial by a fresh forward pass)."""
+    doc = ROOT / "docs" / "results" / "exact" / "untargeted-l2-digits-mlp.json"
+    script = _script("exact_misses")
+    data = json.loads(doc.read_text())
+    first = script.misses(data, script.distances(data, "team-l2"))[0]
+    below = 0.99 * first.optimum / first.distance          # a radius 1% under the optimum
+    out = tmp_path / "misses.md"
+    assert script.main([str(doc), "--only", "1", "--starts", "1", "--steps", "100",
+                        "--fractions", f"1.01,{below}", "--out", str(out)]) == 0
+    row = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [r["position"] for r in row] == [first.position] and first.ratio > 1.01
+    assert row[0]["found"][1] == 0 and row[0]["found"][0] > 0
+    assert f"| {first.position} | {first.ratio:.4f} |" in out.read_text()

@@ -194,6 +194,20 @@ def _g_key(g: float) -> str:
     return f"{g:g}"
 
 
+def distilled(dataset: str, g: float, cache: Path, epochs: int | None = None, seed: int = 0,
+              root: str | Path | None = None, progress: bool = False):
+    """e6's teacher and student at temperature g on `dataset` (its `RECIPES` entry; `epochs`
+    overrides the recipe's), trained into `cache` or reused from it (`defenses.distill`)."""
+    from ..defenses import distill
+
+    recipe = RECIPES[dataset]
+    epochs = epochs or recipe.epochs
+    stem = f"{dataset}-{recipe.arch}-G{_g_key(g)}-e{epochs}-lr{recipe.lr:g}-s{seed}"
+    return distill(recipe.arch, dataset, temperature=g, epochs=epochs, seed=seed, out=Path(cache) / f"{stem}.safetensors",
+                   root=root, progress=progress, lr=recipe.lr, optimizer=recipe.optimizer,
+                   weight_decay=recipe.weight_decay, log=lambda m: None)
+
+
 def _unit_header(dataset: str, g: float, fingerprint: str, idx: list[int], seed: int) -> dict:
     ih = hashlib.sha1(",".join(map(str, idx)).encode()).hexdigest()[:12]
     return {"experiment": "e6-distillation", "dataset": dataset, "temperature": g, "model": fingerprint,
@@ -236,7 +250,6 @@ def _run_group(model, x, y, specs, budget, ctx, store, dataset, min_norm=False) 
 def e6(ctx: Context) -> dict:
     from .. import zoo
     from ..bench.harness import load_images, model_fingerprint
-    from ..defenses import distill
 
     opts = Options.from_context(ctx)
     ds = opts.dataset
@@ -256,10 +269,7 @@ def e6(ctx: Context) -> dict:
     per_g: list[dict] = []
     beyond: dict = {}
     for g in opts.temperatures:
-        stem = f"{ds}-{recipe.arch}-G{_g_key(g)}-e{epochs}-lr{recipe.lr:g}-s{ctx.seed}"
-        d = distill(recipe.arch, ds, temperature=g, epochs=epochs, seed=ctx.seed, out=cache / f"{stem}.safetensors",
-                    root=ctx.data_root, progress=ctx.progress, lr=recipe.lr, optimizer=recipe.optimizer,
-                    weight_decay=recipe.weight_decay, log=lambda m: None)
+        d = distilled(ds, g, cache, epochs, ctx.seed, root=ctx.data_root, progress=ctx.progress)
         model = zoo.load(d.student).to(ctx.device)
         x, y, idx = load_images(ds, model, n, seed=ctx.seed, root=ctx.data_root, device=ctx.device)
         store = ctx.resume_store(ctx.out / "e6-units" / f"{ds}-G{_g_key(g)}.jsonl",
