@@ -23,6 +23,7 @@ def test_images():
     return data.load("digits", "test", n=150, seed=0)
 
 
+@pytest.mark.slow
 def test_online_adversarial_training_raises_pgd_robust_accuracy(tmp_path, test_images):
     x, y = test_images
     kw = dict(dataset="digits", epochs=6, seed=0, progress=False, log=lambda m: None, lr=3e-3)
@@ -154,6 +155,7 @@ def test_cli_train_adversarial(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "teamattack train: error: --eps need(s) --adversarial ATTACK"
 
 
+@pytest.mark.slow
 def test_e7_tiny_writes_json_pngs_and_consistent_transfer(tmp_path):
     from teamattack.experiments import Context, run
     from teamattack.experiments.adversarial_training import ATTACKS

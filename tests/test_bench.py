@@ -401,6 +401,7 @@ def test_resume_from_a_shard_file(digits, tmp_path):
     assert calls.count("ifgsm") == 1 + 2 and _strip_timings(again.runs) == _strip_timings(full.runs)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one(tmp_path):
     """`torchrun --nproc-per-node 2 -m teamattack.cli bench ...` (gloo, CPU) writes the JSON of one
     process (timings aside), and a one-process rerun resumes all of it from the merged sidecar."""

@@ -172,6 +172,7 @@ def test_bad_command_lines_answer_in_one_line(argv, code, word, place, capsys):
     assert word in lines[0], err
 
 
+@pytest.mark.slow
 def test_exit_codes_and_tracebacks_through_a_process(tmp_path):
     env = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="1")
     run = lambda *a: subprocess.run([sys.executable, *a], env=env, capture_output=True, text=True,  # noqa: E731

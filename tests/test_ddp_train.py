@@ -46,6 +46,7 @@ def _two_processes(args: list[str], out: Path) -> tuple[dict[str, torch.Tensor],
     return load_file(str(out)), run.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adversarial", [False, True], ids=["plain", "online-adversarial"])
 def test_two_gloo_processes_train_like_one(tmp_path, adversarial):
     from teamattack.zoo.architectures import build

@@ -111,6 +111,7 @@ KILLER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_same_weights(tmp_path):
     env = dict(os.environ, PYTHONPATH=SRC)
     ref = distill("digits-cnn", "digits", temperature=10, epochs=6, lr=LR, out=tmp_path / "ref.safetensors",
@@ -144,6 +145,7 @@ def test_cli_distill(tmp_path, capsys, monkeypatch):
     assert "exactly one of --arch" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sgd_at_high_temperature_learns_because_its_loss_is_scaled_by_G(tmp_path, monkeypatch):
     """softmax(Z / G) has logit gradients G times smaller: SGD's loss is multiplied by G (Adam's is not)."""
     import teamattack.zoo.train as zt

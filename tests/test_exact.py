@@ -272,6 +272,7 @@ def test_miqp_equals_affine_closed_form_and_qp():
     assert (model(mt.x_adv[torch.from_numpy(ok)]).argmax(1) == t[torch.from_numpy(ok)]).all()
 
 
+@pytest.mark.slow
 def test_miqp_optimum_below_every_attack(tiny_mlp):
     from teamattack.attacks import TEAM
 
@@ -432,6 +433,7 @@ def test_ball_bounds_are_sound_and_tighter_than_the_box(seed):
     assert sum(float((u - l).sum()) for l, u in ball) < sum(float((u - l).sum()) for l, u in box)
 
 
+@pytest.mark.slow
 def test_branch_and_bound_equals_scip_and_beats_every_attack(tiny_mlp):
     """Given the attack's distance as the radius, branch and bound and SCIP prove the same optimum."""
     from teamattack.attacks import TEAM

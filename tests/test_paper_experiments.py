@@ -46,6 +46,7 @@ def test_registered_with_datasets():
     assert get("e2-table4").json_name("cifar10") == "e2-table4-cifar10.json"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,n", [("e1-objectives", 1), ("e2-table4", 1), ("e2-table5", 2)])
 def test_tables_write_every_record_with_the_papers_beside(tmp_path, name, n):
     extra = ("--skip", SKIP[name]) if SKIP[name] else ()
@@ -107,6 +108,7 @@ def test_taylor_error_shrinks_like_t_cubed():
         assert 2.7 < r["order"] < 3.3
 
 
+@pytest.mark.slow
 def test_e4_grids_every_target_per_norm(tmp_path):
     doc = _reproduce(tmp_path, "e4-grids", 2)
     assert doc["team_modes"] == {"l0": "iterated", "l2": "min-norm", "linf": "min-norm"}
@@ -120,6 +122,7 @@ def test_e4_grids_every_target_per_norm(tmp_path):
     assert {r["attack"] for r in doc["runs"]} == {"team-l0", "team-l2", "team-linf"}
 
 
+@pytest.mark.slow
 def test_e5_gauss_newton_reaches_every_class_from_black_and_white(tmp_path):
     doc = _reproduce(tmp_path, "e5-synthetic", None)
     for start in ("black", "white"):
@@ -158,6 +161,7 @@ def test_dataset_only_for_experiments_that_take_one(tmp_path, capsys):
     assert "takes no --dataset" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_reproduce_all_runs_each_experiment_and_writes_the_index(tmp_path, monkeypatch):
     import teamattack.experiments as ex
 
@@ -185,6 +189,7 @@ def _no_timings(obj):  # wall time, peak memory and the tables that print them v
     return obj
 
 
+@pytest.mark.slow
 def test_sharded_reproduce_writes_what_one_process_writes(tmp_path):
     """`torchrun --nproc-per-node 2 -m teamattack.cli reproduce e2-table5 ...` (gloo, CPU) with three
     units per attack: the same records as one process, one resume file holding every rank's units

@@ -176,6 +176,7 @@ def test_bench_plot_writes_pngs_from_per_image_distances(tmp_path):
     assert "robustness-curve-linf (from the per-image distances)" in page and "per_image success" not in page
 
 
+@pytest.mark.slow
 @pytest.mark.peers
 def test_autoattack_preset_on_four_digits_images():
     pytest.importorskip("torchattacks")

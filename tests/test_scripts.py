@@ -43,6 +43,7 @@ def test_targeted_walk_ab_compares_every_schedule_with_the_reference(tmp_path):
     assert "| cold + hot (the default) | 160 |" in out.read_text()
 
 
+@pytest.mark.slow
 def test_walk_chunks_prints_a_row_per_model_and_thread_count(capsys):
     """Every chunk setting gives the same adversarial examples (up to float rounding); one row per
     model and thread count, the rule's chunk beside the times."""

@@ -79,6 +79,7 @@ def reference_weights(tmp_path_factory):
     return load_file(str(out))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["card", "replace"])
 def test_training_killed_in_the_checkpoint_resumes_to_the_same_weights(what, tmp_path, reference_weights):
     out = tmp_path / "w.safetensors"
@@ -171,6 +172,7 @@ def bench_reference(tmp_path_factory):
     return _strip(json.loads(out.read_text()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["unit", "line"])
 def test_bench_killed_mid_unit_resumes_to_the_same_json(what, tmp_path, bench_reference, capsys):
     out = tmp_path / "b.json"

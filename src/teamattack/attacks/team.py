@@ -435,8 +435,7 @@ class TEAM(Attack):
         margin ascent inside the ball from the walk's point (teamattack.attacks.fixed_budget).
         L0: the minimum-norm search (iterated, with the pixel clean-up) thresholded at eps; the
         images it leaves above eps get trust-region iterations of the second-order model inside
-        the budget (`_trust_region_run`). Those alone broke 42% of 40 cifar10-table1 images at
-        112 pixels, the search all 40 (docs/engine.md, "Modes").
+        the budget (`_trust_region_run`). Why the search comes first: docs/engine.md, "Modes".
         """
         if self.norm != "l0":
             return self._budget_l2_linf(model, expand_fn, x, y, target).points

@@ -170,7 +170,7 @@ def _first(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 # An HVP in flight holds more than the tangents of the saved graph (temporaries of each layer):
-# the process's peak grew 1.3-1.8x the saved-graph count on the CIFAR-10 ResNet56 and Table I nets (docs/engine.md)
+# the process's peak grows past the saved-graph count (measured in docs/engine.md), hence the factor
 HVP_OVERHEAD = 2.0
 
 

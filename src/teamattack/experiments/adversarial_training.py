@@ -22,7 +22,7 @@ clean errors count as broken), which gives:
 Every attack works within one budget per norm (``RECIPES``: Linf for TEAM / FGSM / PGD /
 M-DI2-FGSM, L2 for C&W / DeepFool, L0 for JSMA); the examples of minimum-norm attacks (C&W,
 DeepFool, JSMA) are brought into it (teamattack.defenses.adversarial.within). The paper gives no
-budgets; ours are the e6 budgets (digits: Linf 0.2, where the natural digits-cnn keeps ~3% PGD accuracy).
+budgets; ours are the e6 budgets (digits: Linf 0.2; why, docs/adversarial_training.md).
 
 Resume: trained models are reused when their cards match (and resume from their checkpoints);
 each (model, attack) unit's examples go to ``OUT/e7-cache/units/`` and its numbers to a sidecar
