@@ -273,6 +273,23 @@ def test_target_sweep_breaks_a_superset_inside_the_budget(digits, norm, eps):
         assert (model(swept.x_adv).argmax(1) != y).tolist() == swept.success.tolist()
 
 
+def test_target_sweep_targets_only_images_whose_full_walk_ended_near(digits, monkeypatch):
+    """The sweep's targeted phase runs on the images whose full walk ended within TARGETED_RANGE x
+    eps: none at a range of 0, all at an infinite one, the shipped range in between; every row is
+    independent of the others in its batch, so the images broken grow with the range."""
+    from teamattack.attacks import team as T
+
+    model, x, y = digits
+    runs = {}
+    for r in (0.0, T.TARGETED_RANGE, float("inf")):
+        monkeypatch.setattr(T, "TARGETED_RANGE", r)
+        runs[r] = ta.TEAM(model, norm="linf", eps=0.15, targets=3)(x, y)
+    none, shipped, every = runs.values()
+    assert none.counters.gradients <= shipped.counters.gradients <= every.counters.gradients
+    assert none.counters.gradients < every.counters.gradients   # some image was out of range
+    assert bool(shipped.success[none.success].all()) and bool(every.success[shipped.success].all())
+
+
 def test_target_sweep_takes_the_class_the_short_walk_misses():
     """A linear model whose nearest wrong class is the least likely one at x: the fixed-budget
     walk with one start heads for the strongest class and the ascents stay there; the sweep's

@@ -64,8 +64,10 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 MAX_BATCH, FIRST_ORDER_CPU_BATCH = 128, 512
 
 # The target sweep (`TEAM.target_sweep`) takes the images the untargeted fixed-budget attack leaves
-# whose walk ended within SWEEP_RANGE x eps (or found no point)
+# whose walk ended within SWEEP_RANGE x eps (or found no point); its targeted phase, those of them
+# whose full walk then ended within TARGETED_RANGE x eps (or found no point)
 SWEEP_RANGE = 1.25
+TARGETED_RANGE = 1.15
 
 # TEAM's L0 subproblem with l0_search's best-single-coordinate safeguard (docs/engine.md, "L0")
 L0_SAFEGUARD = True
@@ -470,7 +472,9 @@ class TEAM(Attack):
         """A second look at the images the untargeted fixed-budget attack `res` leaves robust whose
         walk ended within SWEEP_RANGE x eps (or found nothing): TEAM's full minimum-norm walk
         (`WalkConfig`: 6 starts toward the strongest classes, where the fixed-budget walk screens 3),
-        then, for the images still left, the targeted fixed-budget attack toward each of their
+        then, for the images it leaves whose walk ended within TARGETED_RANGE x eps (the full walk
+        ends near the minimal distance, a tighter bound than the short walk's), the targeted
+        fixed-budget attack toward each of their
         `targets` most likely other classes at x (as APGD-T and FAB-T sweep the top classes; a
         targeted success is an untargeted one), every (image, target) pair a row of one batch, the
         most likely class that broke the image kept. Images far beyond eps are not looked at again:
@@ -486,7 +490,7 @@ class TEAM(Attack):
             overshoot=c.overshoot, stop_at=eps))
         hit = dist <= eps   # NaN (nothing found) is not
         out[left[hit]] = pts[hit]
-        left = left[~hit]
+        left = left[~hit & ~(dist > TARGETED_RANGE * eps)]
         if not left.numel():
             return out
         with torch.no_grad():
