@@ -275,8 +275,9 @@ def test_target_sweep_breaks_a_superset_inside_the_budget(digits, norm, eps):
 
 def test_target_sweep_targets_only_images_whose_full_walk_ended_near(digits, monkeypatch):
     """The sweep's targeted phase runs on the images whose full walk ended within TARGETED_RANGE x
-    eps: none at a range of 0, all at an infinite one, the shipped range in between; every row is
-    independent of the others in its batch, so the images broken grow with the range."""
+    eps (or found nothing): at a range of 0 only those, at an infinite one all the walk leaves, the
+    shipped range in between; every row is independent of the others in its batch, so the images
+    broken grow with the range."""
     from teamattack.attacks import team as T
 
     model, x, y = digits

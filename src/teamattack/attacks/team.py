@@ -472,9 +472,9 @@ class TEAM(Attack):
         """A second look at the images the untargeted fixed-budget attack `res` leaves robust whose
         walk ended within SWEEP_RANGE x eps (or found nothing): TEAM's full minimum-norm walk
         (`WalkConfig`: 6 starts toward the strongest classes, where the fixed-budget walk screens 3),
-        then, for the images it leaves whose walk ended within TARGETED_RANGE x eps (the full walk
-        ends near the minimal distance, a tighter bound than the short walk's), the targeted
-        fixed-budget attack toward each of their
+        then, for the images it leaves whose walk ended within TARGETED_RANGE x eps or found nothing
+        (the full walk ends near the minimal distance, a tighter bound than the short walk's), the
+        targeted fixed-budget attack toward each of their
         `targets` most likely other classes at x (as APGD-T and FAB-T sweep the top classes; a
         targeted success is an untargeted one), every (image, target) pair a row of one batch, the
         most likely class that broke the image kept. Images far beyond eps are not looked at again:
