@@ -380,6 +380,80 @@ def test_walk_stops_at_eps_without_changing_what_it_breaks(digits, norm):
     assert counts[1] < counts[0]
 
 
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_walk_takes_screened_starts_over_with_the_same_result(digits, norm):
+    """`boundary_walk(..., screened=...)`: a walk with 6 starts that takes over the 3 starts a
+    walk of 3 screened (`on_screened`) ends where the walk with 6 starts ends alone, at 3 x 8 fewer
+    gradients per image; a walk with another screen refuses them."""
+    from functools import partial
+
+    from teamattack.attacks.boundary_walk import boundary_walk
+    from teamattack.curvature.sources import expand
+
+    model, x, y = digits
+    model, x, y = copy.deepcopy(model).double(), x[:12].double(), y[:12]   # float64: no rounding that a batch size changes
+    first_order = partial(expand, source="none")
+    log = []
+    boundary_walk(CountingModel(model), first_order, x, y, None, norm=norm, steps=30, starts=3, screen=8,
+                  on_screened=log.append)
+    (screened,) = log
+    assert screened.classes.shape == (12, 3) and screened.d.shape[:2] == (12, 3)
+    runs = {}
+    for given in (None, screened):
+        cm = CountingModel(model)
+        runs[given is None] = boundary_walk(cm, first_order, x, y, None, norm=norm, steps=40, starts=6, screen=8,
+                                            screened=given), cm.gradients
+    (alone, g_alone), (taken, g_taken) = runs[True], runs[False]
+    torch.testing.assert_close(taken[0], alone[0], rtol=0, atol=1e-9)
+    torch.testing.assert_close(taken[1], alone[1], rtol=0, atol=1e-9, equal_nan=True)
+    assert g_alone - g_taken == 3 * 8 * len(x)
+    with pytest.raises(ValueError, match="screens them"):
+        boundary_walk(CountingModel(model), first_order, x, y, None, norm=norm, steps=40, starts=6, screen=6,
+                      screened=screened)
+
+
+def test_target_sweep_takes_over_the_fixed_budget_walks_screening(digits, monkeypatch):
+    """The sweep's full walk takes over the starts the fixed-budget walk screened: the same
+    examples as a sweep that screens them again, at fewer gradients."""
+    from teamattack.attacks import team as T
+
+    model, x, y = digits
+    plain_sweep = T.TEAM.target_sweep
+    taken = ta.TEAM(model, norm="linf", eps=0.15, targets=3)(x, y)
+    monkeypatch.setattr(T.TEAM, "target_sweep", lambda self, *a: plain_sweep(self, *a[:6]))   # no `screened`
+    again = ta.TEAM(model, norm="linf", eps=0.15, targets=3)(x, y)
+    torch.testing.assert_close(taken.x_adv, again.x_adv)
+    assert taken.success.tolist() == again.success.tolist()
+    assert taken.counters.gradients < again.counters.gradients
+
+
+def test_fixed_budget_ascends_only_within_the_given_distance(digits):
+    """`fixed_budget(..., ascend_within=r)`: the images whose walk ended beyond r keep x (no
+    ascent, no gradient); those within r climb as without it."""
+    from functools import partial
+
+    from teamattack.attacks.boundary_walk import boundary_walk
+    from teamattack.curvature.sources import expand
+
+    model, x, y = digits
+    eps = 0.05
+    walk = partial(boundary_walk, CountingModel(model), partial(expand, source="none"), norm="linf", steps=10,
+                   starts=1, stop_at=eps)
+    _, dist = walk(x, y, None)
+    r = float(dist[dist > eps].median())
+    runs = []
+    for within in (None, r):
+        cm = CountingModel(model)
+        runs.append((fixed_budget(cm, x, y, None, norm="linf", eps=eps, walk=walk, steps=20, ascend_within=within),
+                     cm.gradients))
+    (full, g_full), (cut, g_cut) = runs
+    far = cut.walk_distance > r
+    assert bool(far.any()) and g_cut < g_full
+    torch.testing.assert_close(cut.points[far], x[far])
+    assert not bool(cut.adversarial[far].any())
+    torch.testing.assert_close(cut.points[~far], full.points[~far])
+
+
 def test_targets_setting_is_checked_against_the_budget_mode():
     """`team-linf:targets=3` (bench / attack CLI names) is valid when the attack runs at an eps,
     and refused for the minimum-norm attack, before anything runs."""

@@ -114,6 +114,21 @@ class _Walks:
     def size(self, v: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vector_norm(v, ord=self.p_norm, dim=1)
 
+    def screened(self, screen: int) -> Screened:
+        """A copy of the state of every walk (per_image walks per image) after `screen` steps."""
+        B, K = self.xr.shape[0] // self.per_image, self.per_image
+        return Screened(screen, self.tr.view(B, K).clone(),
+                        *(getattr(self, f).view(B, K, *getattr(self, f).shape[1:]).clone() for f in Screened._STATE))
+
+    def take_over(self, screened: Screened, K0: int) -> None:
+        """Walks 0..K0-1 of every image continue from `screened` (their classes set by the caller)."""
+        K = self.per_image
+        rows = torch.arange(self.xr.shape[0], device=self.xr.device)
+        rows = rows[rows % K < K0]
+        for f in Screened._STATE:
+            v = getattr(screened, f)[:, :K0]
+            getattr(self, f)[rows] = v.reshape(-1, *v.shape[2:]).to(getattr(self, f).dtype)
+
     def _keep(self, rows: torch.Tensor, xf: torch.Tensor, points: torch.Tensor, ok: torch.Tensor) -> None:
         """Record the verified adversarial `points` of walks `rows` (xf = their x) that are closer."""
         n = self.size(points - xf).double()
@@ -238,6 +253,39 @@ class SmoothMaxWalk:
 TARGETED_WALKS = (SmoothMaxWalk((0.03, 0.003), (0.5, 0.05)), SmoothMaxWalk((0.3, 0.003), (0.35, 0.03)))
 
 
+@dataclass(frozen=True)
+class Screened:
+    """Untargeted walks right after their screening steps, per image: the classes they walk toward
+    (B, K) and their state ((B, K, ...) each). A later walk with more starts and the same screen
+    (the target sweep's full walk after the fixed-budget walk, `TEAM.target_sweep`) takes these
+    walks over where it would screen them again: its result is the same, at K x screen fewer
+    gradients per image."""
+
+    screen: int
+    classes: torch.Tensor
+    d: torch.Tensor
+    best: torch.Tensor
+    best_n: torch.Tensor
+    ov: torch.Tensor
+    trust: torch.Tensor
+    f_prev: torch.Tensor
+    step_len: torch.Tensor
+
+    _STATE = ("d", "best", "best_n", "ov", "trust", "f_prev", "step_len")
+
+    def __getitem__(self, idx) -> Screened:
+        """The walks of images `idx`."""
+        return Screened(self.screen, self.classes[idx], *(getattr(self, f)[idx] for f in self._STATE))
+
+    @staticmethod
+    def cat(parts: list[Screened]) -> Screened:
+        """The walks of consecutive batches, in order, as one."""
+        if len({p.screen for p in parts}) != 1:
+            raise ValueError("the batches were screened for different numbers of steps")
+        return Screened(parts[0].screen, torch.cat([p.classes for p in parts]),
+                        *(torch.cat([getattr(p, f) for p in parts]) for f in Screened._STATE))
+
+
 def walk_budget(steps: int, starts: int, screen: int = 0, keep: int = 1) -> int:
     """Expansions per image of an untargeted boundary_walk (each walk of a targeted one takes this many)."""
     starts = max(1, int(starts))
@@ -263,6 +311,8 @@ def boundary_walk(
     bisection: int = 10,
     targeted_walks: tuple[SmoothMaxWalk, ...] = TARGETED_WALKS,
     stop_at: float | None = None,
+    screened: Screened | None = None,
+    on_screened: Callable[[Screened], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Smallest verified adversarial example per image (L2 or Linf) and its norm (NaN: none found).
 
@@ -279,11 +329,14 @@ def boundary_walk(
     stop_at: the fixed-budget attack's eps (`fixed_budget`): a walk stops as soon as it holds a
     verified point within that distance, and an image with such a walk goes no further after the
     screening; the distances of the other images are the same as without it.
+    screened, on_screened: untargeted and screened only. `on_screened` receives the walks right
+    after their screening (`Screened`); `screened` (one per image of x, with this `screen`, walked
+    with this overshoot) takes its walks over as the first starts instead of screening them again.
     """
     goal = Goal(y, target)
     if target is None:
         walks, K = untargeted_walks(model, expand, x, y, norm, steps, starts, screen, keep,
-                                    alpha, overshoot, growth, stop_at)
+                                    alpha, overshoot, growth, stop_at, screened, on_screened)
     else:
         walks, K = targeted_walk(model, expand, x, goal, norm, walk_budget(steps, starts, screen, keep),
                                  targeted_walks, overshoot, growth, stop_at)
@@ -291,23 +344,38 @@ def boundary_walk(
 
 
 def untargeted_walks(model, expand: ExpandFn, x, y, norm, steps, starts, screen, keep, alpha, overshoot,
-                     growth, stop_at: float | None = None) -> tuple[_Walks, int]:
+                     growth, stop_at: float | None = None, screened: Screened | None = None,
+                     on_screened: Callable[[Screened], None] | None = None) -> tuple[_Walks, int]:
     """K = min(starts, classes - 1) walks per image, walk k on Z_y - Z_{c_k} (c_k the k-th strongest
-    other class at x), screened (see `boundary_walk`); returns the walks and K."""
+    other class at x), screened (see `boundary_walk`; `screened`, `on_screened` there); returns the
+    walks and K."""
     B = x.shape[0]
     with torch.no_grad():
         z = model(x)
     z = z.scatter(1, y[:, None], float("-inf"))
     K = max(1, min(int(starts), z.shape[1] - 1))
-    classes = z.topk(K, dim=1).indices.reshape(-1)           # walk k: the k-th strongest other class
+    screens = K > int(keep) and 0 < int(screen) < steps
+    if screened is not None and (not screens or screened.screen != int(screen)):
+        raise ValueError("screened walks are taken over by a walk that screens them for as many steps")
+    K0 = 0 if screened is None else min(screened.classes.shape[1], K)
+    if K0:  # the screened walks' classes first, then the strongest of the others
+        z = z.scatter(1, screened.classes[:, :K0], float("-inf"))
+        classes = torch.cat((screened.classes[:, :K0], z.topk(K - K0, dim=1).indices), 1).reshape(-1)
+    else:
+        classes = z.topk(K, dim=1).indices.reshape(-1)       # walk k: the k-th strongest other class
     xr, yr = x.repeat_interleave(K, 0), y.repeat_interleave(K)
     # Z_y - Z_c is T3 toward c with the competing class fixed to y
     walks = _Walks(model, expand, get_objective("T3"), xr, yr, classes, yr, Goal(yr), norm, overshoot, growth, alpha,
                    stop_at=stop_at)
     walks.per_image = K
     rows = torch.arange(B * K, device=x.device)
-    if K > int(keep) and 0 < int(screen) < steps:
+    if screens:
+        if K0:
+            walks.take_over(screened, K0)
+            rows = rows[rows % K >= K0]
         walks.advance(rows, int(screen))
+        if on_screened is not None:
+            on_screened(walks.screened(int(screen)))
         # the `keep` best walks per image go on: verified distance first, then the current margin
         score = torch.where(torch.isfinite(walks.best_n), walks.best_n, 1e30 + walks.f_prev.double())
         top = score.view(B, K).topk(int(keep), dim=1, largest=False).indices

@@ -286,11 +286,14 @@ def fixed_budget(
     eps: float,
     walk: WalkFn,
     steps: int,
+    ascend_within: float | None = None,
 ) -> Budget:
     """Adversarial examples within eps (L2 or Linf) and the box: the walk, then two ascents sharing
     `steps` + 2 gradients per image (see the module docstring).
 
     walk(x, y, target) -> (points, distances): TEAM's minimum-norm walk (NaN distance: none found).
+    ascend_within: only the images whose walk ended within this distance (or found nothing) climb;
+    the others keep x (the target sweep's targeted phase, `TEAM.target_sweep`).
     """
     if norm not in ("l2", "linf"):
         raise ValueError(f"fixed_budget works in L2 or Linf, got {norm!r}")
@@ -301,6 +304,8 @@ def fixed_budget(
     out = torch.where(_view(inside, x), pts, x)
     adv = inside.clone()
     rest = (~inside).nonzero().squeeze(1)
+    if ascend_within is not None:
+        rest = rest[~(dist[rest] > ascend_within)]
     if not rest.numel():
         return Budget(out, adv, dist)
     # the margin ascent from the walk's point pulled into the ball; a stuck image gives up early

@@ -39,7 +39,7 @@ from ..objectives import Objective, get_objective
 from ..validation import check_number
 from .base import Attack
 from . import fixed_budget as fb
-from .boundary_walk import TARGETED_WALKS, ExpandFn, boundary_walk, segment_boundary
+from .boundary_walk import TARGETED_WALKS, ExpandFn, Screened, boundary_walk, segment_boundary
 
 Walk = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
 from .pixel_pruning import prune_pixels
@@ -374,8 +374,11 @@ class TEAM(Attack):
         info = {"hessian": source, "hessian_reason": why}
         rows = self.batch_rows(source, x.device)
         if self._sweeps(target):   # the fixed-budget attack, then a second look at the near misses
-            res = _chunked(rows, x, y, None, lambda xs, ys, ts: self._budget_l2_linf(model, expand_fn, xs, ys, ts))
-            out = self.target_sweep(model, expand_fn, x, y, fb.Budget(*res), rows)
+            screens: list[Screened] = []   # its walk's screened starts, taken over by the sweep's walk
+            res = _chunked(rows, x, y, None, lambda xs, ys, ts: self._budget_l2_linf(
+                model, expand_fn, xs, ys, ts, on_screened=screens.append))
+            out = self.target_sweep(model, expand_fn, x, y, fb.Budget(*res), rows,
+                                    Screened.cat(screens) if screens else None)
             return out, torch.full((x.shape[0],), float(self.eps), device=x.device, dtype=x.dtype), info
         out, radius = _chunked(rows, x, y, target, lambda xs, ys, ts: self._run_batch(model, expand_fn, xs, ys, ts))
         return out, radius, info
@@ -451,27 +454,33 @@ class TEAM(Attack):
             out[rest] = self._trust_region_run(model, expand_fn, x[rest], goal[rest], radius)
         return out
 
-    def _budget_walk(self, model: CountingModel, expand_fn: ExpandFn) -> Walk:
-        """The fixed-budget attack's walk: short and screened, images leave once within eps."""
+    def _budget_walk(self, model: CountingModel, expand_fn: ExpandFn,
+                     on_screened: Callable[[Screened], None] | None = None) -> Walk:
+        """The fixed-budget attack's walk: short and screened, images leave once within eps
+        (`on_screened`: see `boundary_walk`)."""
         c = self.walk_config
 
         def walk(xx: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor | None):
             # targeted: one walk (the cold one), so that the ascents keep their share of the budget
             return boundary_walk(model, expand_fn, xx, yy, tt, norm=self.norm, steps=c.steps,
                                  starts=c.starts, screen=c.screen, overshoot=c.overshoot,
-                                 targeted_walks=TARGETED_WALKS[:1], stop_at=float(self.eps))
+                                 targeted_walks=TARGETED_WALKS[:1], stop_at=float(self.eps),
+                                 on_screened=None if tt is not None else on_screened)
 
         return walk
 
-    def _budget_l2_linf(self, model: CountingModel, expand_fn: ExpandFn, x, y, target) -> fb.Budget:
+    def _budget_l2_linf(self, model: CountingModel, expand_fn: ExpandFn, x, y, target,
+                        on_screened: Callable[[Screened], None] | None = None) -> fb.Budget:
         """The L2 / Linf fixed-budget attack: the walk, then the ascents (teamattack.attacks.fixed_budget)."""
         return fb.fixed_budget(model, x, y, target, norm=self.norm, eps=float(self.eps),
-                               walk=self._budget_walk(model, expand_fn), steps=self.budget_config.steps)
+                               walk=self._budget_walk(model, expand_fn, on_screened), steps=self.budget_config.steps)
 
-    def target_sweep(self, model: CountingModel, expand_fn: ExpandFn, x, y, res: fb.Budget, rows: int) -> torch.Tensor:
+    def target_sweep(self, model: CountingModel, expand_fn: ExpandFn, x, y, res: fb.Budget, rows: int,
+                     screened: Screened | None = None) -> torch.Tensor:
         """A second look at the images the untargeted fixed-budget attack `res` leaves robust whose
         walk ended within SWEEP_RANGE x eps (or found nothing): TEAM's full minimum-norm walk
-        (`WalkConfig`: 6 starts toward the strongest classes, where the fixed-budget walk screens 3),
+        (`WalkConfig`'s 6 starts and 40 steps, with the fixed-budget walk's screen and overshoot;
+        it takes over the starts that walk screened, `screened`, instead of screening them again),
         then, for the images it leaves whose walk ended within TARGETED_RANGE x eps or found nothing
         (the full walk ends near the minimal distance, a tighter bound than the short walk's), the
         targeted fixed-budget attack toward each of their
@@ -484,10 +493,14 @@ class TEAM(Attack):
         left = (~res.adversarial & ~(res.walk_distance > SWEEP_RANGE * eps)).nonzero().squeeze(1)
         if not left.numel():
             return out
-        c = WalkConfig()
-        pts, dist = _chunked(rows, x[left], y[left], None, lambda xs, ys, _: boundary_walk(
-            model, expand_fn, xs, ys, None, norm=self.norm, steps=c.steps, starts=c.starts, screen=c.screen,
-            overshoot=c.overshoot, stop_at=eps))
+        c = WalkConfig(screen=self.walk_config.screen, overshoot=self.walk_config.overshoot)
+        screens = c.starts > 1 and 0 < c.screen < c.steps
+        pts, dist = torch.empty_like(x[left]), torch.empty(len(left), device=x.device, dtype=x.dtype)
+        for part in torch.arange(len(left), device=x.device).split(rows):
+            i = left[part]
+            pts[part], dist[part] = boundary_walk(
+                model, expand_fn, x[i], y[i], None, norm=self.norm, steps=c.steps, starts=c.starts, screen=c.screen,
+                overshoot=c.overshoot, stop_at=eps, screened=screened[i] if screened is not None and screens else None)
         hit = dist <= eps   # NaN (nothing found) is not
         out[left[hit]] = pts[hit]
         left = left[~hit & ~(dist > TARGETED_RANGE * eps)]
@@ -498,8 +511,9 @@ class TEAM(Attack):
         k = min(self.budget_config.targets, ranked.shape[1] - 1)
         # every (image, target) pair is a row of one batch (rows of an image side by side)
         pairs = left.repeat_interleave(k)
-        pts, adv, _ = _chunked(rows, x[pairs], y[pairs], ranked[:, :k].reshape(-1),
-                               lambda xs, ys, ts: self._budget_l2_linf(model, expand_fn, xs, ys, ts))
+        pts, adv, _ = _chunked(rows, x[pairs], y[pairs], ranked[:, :k].reshape(-1), lambda xs, ys, ts: fb.fixed_budget(
+            model, xs, ys, ts, norm=self.norm, eps=eps, walk=self._budget_walk(model, expand_fn),
+            steps=self.budget_config.steps, ascend_within=TARGETED_RANGE * eps))
         first = torch.where(adv.view(-1, k), torch.arange(k, 0, -1, device=x.device), 0).argmax(1)
         won = adv.view(-1, k).any(1)
         pick = torch.arange(len(left), device=x.device) * k + first
