@@ -65,7 +65,8 @@ MAX_BATCH, FIRST_ORDER_CPU_BATCH = 128, 512
 
 # The target sweep (`TEAM.target_sweep`) takes the images the untargeted fixed-budget attack leaves
 # whose walk ended within SWEEP_RANGE x eps (or found no point); its targeted phase, those of them
-# whose full walk then ended within TARGETED_RANGE x eps (or found no point)
+# whose full walk then ended within TARGETED_RANGE x eps (or found no point), and of its (image,
+# target) pairs only those whose targeted walk ended within that range climb inside the ball
 SWEEP_RANGE = 1.25
 TARGETED_RANGE = 1.15
 
@@ -486,7 +487,8 @@ class TEAM(Attack):
         targeted fixed-budget attack toward each of their
         `targets` most likely other classes at x (as APGD-T and FAB-T sweep the top classes; a
         targeted success is an untargeted one), every (image, target) pair a row of one batch, the
-        most likely class that broke the image kept. Images far beyond eps are not looked at again:
+        most likely class that broke the image kept; a pair's ascents run only where its targeted
+        walk ended within TARGETED_RANGE x eps (or found nothing). Images far beyond eps are not looked at again:
         each phase costs about a fixed-budget attack, and they are there for the images near the
         boundary. Every point kept was verified by the network. rows: examples per call (`batch_rows`)."""
         out, eps = res.points.clone(), float(self.eps)
