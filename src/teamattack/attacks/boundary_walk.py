@@ -328,7 +328,8 @@ def boundary_walk(
     targeted_walks: targeted only, the walks per image and their schedules (`SmoothMaxWalk`).
     stop_at: the fixed-budget attack's eps (`fixed_budget`): a walk stops as soon as it holds a
     verified point within that distance, and an image with such a walk goes no further after the
-    screening; the distances of the other images are the same as without it.
+    screening (nor through the final bisection: its point is returned as verified); the distances
+    of the other images are the same as without it.
     screened, on_screened: untargeted and screened only. `on_screened` receives the walks right
     after their screening (`Screened`); `screened` (one per image of x, with this `screen`, walked
     with this overshoot) takes its walks over as the first starts instead of screening them again.
@@ -340,7 +341,7 @@ def boundary_walk(
     else:
         walks, K = targeted_walk(model, expand, x, goal, norm, walk_budget(steps, starts, screen, keep),
                                  targeted_walks, overshoot, growth, stop_at)
-    return _closest(model, walks, x, goal, K, bisection)
+    return _closest(model, walks, x, goal, K, bisection, stop_at)
 
 
 def untargeted_walks(model, expand: ExpandFn, x, y, norm, steps, starts, screen, keep, alpha, overshoot,
@@ -412,8 +413,10 @@ def targeted_walk(model, expand: ExpandFn, x, goal: Goal, norm, steps, schedules
     return walks, K
 
 
-def _closest(model, walks: _Walks, x, goal: Goal, K: int, bisection: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The smallest verified point over each image's K walks, then a bisection on its segment from x."""
+def _closest(model, walks: _Walks, x, goal: Goal, K: int, bisection: int,
+             stop_at: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The smallest verified point over each image's K walks, then a bisection on its segment from
+    x (not where that point already lies within `stop_at`: the fixed-budget attack needs no closer one)."""
     B, dev = x.shape[0], x.device
     best_n = walks.best_n.view(B, K)
     k_best = best_n.argmin(1)
@@ -421,8 +424,9 @@ def _closest(model, walks: _Walks, x, goal: Goal, K: int, bisection: int) -> tup
     out = walks.best.reshape(B, K, *x.shape[1:])[ar, k_best]
     dist = best_n[ar, k_best]
     found = torch.isfinite(dist)
-    if found.any() and bisection > 0:
-        idx = found.nonzero().squeeze(1)
+    closer = found if stop_at is None else found & ~(dist <= stop_at)
+    if closer.any() and bisection > 0:
+        idx = closer.nonzero().squeeze(1)
         out[idx] = segment_boundary(model, x[idx], out[idx], goal[idx], bisection)
         dist[idx] = walks.size(_flat(out[idx] - x[idx])).double()
     out = torch.where(found.view(-1, *[1] * (x.dim() - 1)), out, x)
