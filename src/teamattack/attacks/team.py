@@ -496,13 +496,12 @@ class TEAM(Attack):
         if not left.numel():
             return out
         c = WalkConfig(screen=self.walk_config.screen, overshoot=self.walk_config.overshoot)
-        screens = c.starts > 1 and 0 < c.screen < c.steps
         pts, dist = torch.empty_like(x[left]), torch.empty(len(left), device=x.device, dtype=x.dtype)
         for part in torch.arange(len(left), device=x.device).split(rows):
             i = left[part]
             pts[part], dist[part] = boundary_walk(
                 model, expand_fn, x[i], y[i], None, norm=self.norm, steps=c.steps, starts=c.starts, screen=c.screen,
-                overshoot=c.overshoot, stop_at=eps, screened=screened[i] if screened is not None and screens else None)
+                overshoot=c.overshoot, stop_at=eps, screened=None if screened is None else screened[i])
         hit = dist <= eps   # NaN (nothing found) is not
         out[left[hit]] = pts[hit]
         left = left[~hit & ~(dist > TARGETED_RANGE * eps)]
