@@ -178,3 +178,27 @@ def test_e7_tiny_writes_json_pngs_and_consistent_transfer(tmp_path):
     assert "## White-box" in open(res["md"]).read()
     again = run("e7-adversarial-training", ctx)  # resumed: every unit from the sidecar
     assert again["white_box"] == white and again["attack_seconds"] == res["attack_seconds"]
+
+
+def test_e7_finetune_starts_every_model_from_the_natural_zoo_model(tmp_path):
+    """--finetune: the natural control and each attack's model train from the zoo model's weights,
+    at a tenth of its learning rate, so one epoch keeps them near its accuracy."""
+    from teamattack.experiments import Context, run
+    from teamattack.experiments.adversarial_training import finetuning
+
+    natural = zoo.load("digits-cnn")
+    ft = finetuning(natural)
+    assert ft["lr"] == pytest.approx(natural.card["lr"] / 10) and ft["optimizer"] == natural.card["optimizer"]
+    with pytest.raises(ValueError, match="--finetune"):
+        finetuning(torch.nn.Linear(2, 2))
+    args = SimpleNamespace(epochs=1, train_n=16, cache=None, dataset="digits", finetune=True)
+    ctx = Context(n=20, out=tmp_path, progress=False, dataset="digits", args=args,
+                  skip=("cw", "jsma", "deepfool", "mdi2fgsm", "pgd", "fgsm"))
+    res = run("e7-adversarial-training", ctx)
+    assert res["finetune"] and res["model_order"] == ["natural", "team"]
+    assert "fine-tuned 1 epoch(s) from the natural zoo model" in open(res["md"]).read()
+    for key in res["model_order"]:
+        card = json.loads(zoo.registry.card_path(tmp_path / "e7-cache" / res["models"][key]["weights"]).read_text())
+        assert card["init"] == "digits-cnn" and card["lr"] == ft["lr"]
+        # from a trained point, at a tenth of the rate: within 3 points of the zoo model
+        assert card["test_accuracy"] >= natural.card["test_accuracy"] - 0.03

@@ -3,6 +3,7 @@
     teamattack reproduce e7-adversarial-training --dataset digits -n 300
     teamattack reproduce e7-adversarial-training --dataset mnist -n 100 --epochs 1 --train-n 2000
     teamattack reproduce e7-adversarial-training --dataset cifar10 -n 50 --skip cw,jsma,deepfool
+    teamattack reproduce e7-adversarial-training --dataset cifar10 --finetune --epochs 2 --train-n 5000
 
 The paper's offline protocol (seed 000 Sec. 5C): the natural zoo model of the dataset is attacked
 once on a seeded subset of the training set (``--train-n``) by each attack (TEAM, JSMA, C&W,
@@ -23,6 +24,11 @@ Every attack works within one budget per norm (``RECIPES``: Linf for TEAM / FGSM
 M-DI2-FGSM, L2 for C&W / DeepFool, L0 for JSMA); the examples of minimum-norm attacks (C&W,
 DeepFool, JSMA) are brought into it (teamattack.defenses.adversarial.within). The paper gives no
 budgets; ours are the e6 budgets (digits: Linf 0.2; why, docs/adversarial_training.md).
+
+``--finetune`` (where training from scratch costs more than the CPU affords, CIFAR-10): every
+model, the natural control included, starts from the natural zoo model's weights and trains
+``--epochs`` more on its data (:func:`finetuning`: the zoo model's optimizer and augmentation, a
+tenth of its learning rate, cosine schedule), instead of from a fresh initialisation.
 
 Resume: trained models are reused when their cards match (and resume from their checkpoints);
 each (model, attack) unit's examples go to ``OUT/e7-cache/units/`` and its numbers to a sidecar
@@ -87,6 +93,16 @@ ATTACKS: tuple[E7Attack, ...] = (
 NATURAL = "natural"
 
 
+def finetuning(natural) -> dict:
+    """Training settings of ``--finetune``, from the natural zoo model's card: its optimizer, weight
+    decay and augmentation, a tenth of its learning rate, a cosine schedule (no warm-up from a trained point)."""
+    card = getattr(natural, "card", {}) or {}
+    if "lr" not in card or "optimizer" not in card:
+        raise ValueError("--finetune needs a zoo model whose card records its optimizer and lr")
+    return {"optimizer": card["optimizer"], "lr": card["lr"] / 10, "schedule": "cosine",
+            "weight_decay": card.get("weight_decay", 0.0), "augment": bool(card.get("augment", False))}
+
+
 def spec_of(a: E7Attack, budgets: dict):
     """The AttackSpec of an E7 attack (fixed-budget ones built at the budget of their norm)."""
     from ..defenses import AttackSpec
@@ -106,7 +122,7 @@ def _options(ctx: Context) -> tuple[str, Recipe, int, int, Path]:
     return ds, r, epochs, train_n, cache
 
 
-def _train_models(ctx, ds, r, epochs, train_n, cache, attacks) -> dict[str, dict]:
+def _train_models(ctx, ds, r, epochs, train_n, cache, attacks, finetune: bool) -> dict[str, dict]:
     """key -> card of the trained model (natural recipe and one per attack); reused when finished."""
     from ..defenses import adversarial_train
     from ..defenses.distillation import _finished
@@ -115,20 +131,27 @@ def _train_models(ctx, ds, r, epochs, train_n, cache, attacks) -> dict[str, dict
 
     natural = load(r.arch)
     cards: dict[str, dict] = {}
-    stem = f"{ds}-{r.arch}-e{epochs}-s{ctx.seed}"
-    quiet = dict(root=ctx.data_root, progress=ctx.progress, log=lambda m: None, resume=True)
+    ft = finetuning(natural) if finetune else {}
+    stem = f"{ds}-{r.arch}-{'ft' if finetune else ''}e{epochs}-s{ctx.seed}"
+    expect = {"arch": r.arch, "dataset": ds, "epochs": epochs, "seed": ctx.seed, **ft}
+    start = natural if finetune else r.arch  # where every model's training starts
+    quiet = dict(root=ctx.data_root, progress=ctx.progress, log=lambda m: None, resume=True, **ft)
     paths = {NATURAL: cache / f"{stem}-{NATURAL}.safetensors"}
     paths.update({a.key: cache / f"{stem}-{a.key}-n{train_n}.safetensors" for a in attacks})
     out = paths[NATURAL]
-    cards[NATURAL] = _finished(out, {"arch": r.arch, "dataset": ds, "epochs": epochs, "seed": ctx.seed}) or \
-        train(r.arch, out, dataset=ds, epochs=epochs, seed=ctx.seed, **quiet)
+    t0 = time.perf_counter()
+    cards[NATURAL] = _finished(out, expect) or \
+        train(r.arch, out, dataset=ds, epochs=epochs, seed=ctx.seed, init=natural if finetune else None,
+              card_extra={"init": natural.card.get("name", r.arch)} if finetune else None, **quiet)
+    ctx.log(f"e7: natural model: test accuracy {cards[NATURAL]['test_accuracy']:.4f} "
+            f"({time.perf_counter() - t0:.0f} s)")
     for a in attacks:
         out = paths[a.key]
         t0 = time.perf_counter()
-        card = _finished(out, {"arch": r.arch, "dataset": ds, "epochs": epochs, "seed": ctx.seed})
+        card = _finished(out, expect)
         if card is None or card.get("adversarial", {}).get("attack") != spec_of(a, r.budgets).describe():
             ctx.log(f"e7: training with the examples of {a.label} ({train_n} training images attacked)")
-            card = adversarial_train(r.arch, spec_of(a, r.budgets), ds, epochs, out, eps=r.budgets[a.norm],
+            card = adversarial_train(start, spec_of(a, r.budgets), ds, epochs, out, eps=r.budgets[a.norm],
                                      offline=True, offline_n=train_n, natural=natural, seed=ctx.seed, **quiet)
             ctx.log(f"e7: {a.label} model: test accuracy {card['test_accuracy']:.4f}, "
                     f"{card['adversarial']['n_adversarial']} examples added ({time.perf_counter() - t0:.0f} s)")
@@ -168,11 +191,12 @@ def e7(ctx: Context) -> dict:
     ds, r, epochs, train_n, cache = _options(ctx)
     attacks = [a for a in ATTACKS if a.key not in ctx.skip and a.label not in ctx.skip]
     n = ctx.n_or(r.n)
-    ctx.log(f"e7-adversarial-training on {ds}: {r.arch}, {epochs} epochs per model, offline protocol with "
+    finetune = bool(getattr(ctx.args, "finetune", False))
+    ctx.log(f"e7-adversarial-training on {ds}: {r.arch}, {_training(epochs, finetune)}, offline protocol with "
             f"{train_n} training images attacked against the natural zoo model; N = {n} test images; budgets "
             + ", ".join(f"{k} <= {v:g}" for k, v in r.budgets.items()) + "; attacks: "
             + ", ".join(a.label for a in attacks))
-    cards = _train_models(ctx, ds, r, epochs, train_n, cache, attacks)
+    cards = _train_models(ctx, ds, r, epochs, train_n, cache, attacks, finetune)
     models = {k: zoo.load(c["path"]).to(ctx.device).eval() for k, c in cards.items()}
     x, y, idx = data.load(ds, "test", n=n, seed=ctx.seed, root=ctx.data_root, return_indices=True)
     x, y = x.to(ctx.device), y.to(ctx.device)
@@ -217,7 +241,7 @@ def e7(ctx: Context) -> dict:
          "title": f"{a.label} examples", "xlabel": "evaluated on", "ylabel": "crafted on"} for a in attacks],
         suptitle=f"e7 transfer on {ds}: accuracy of model B (columns) on examples crafted on model A (rows)")
     fig3 = _fig3(ctx.png(f"e7_fig3_{ds}.png"), cards, attacks, ds)
-    out = {"dataset": ds, "arch": r.arch, "epochs": epochs, "train_n": train_n, "n_images": n,
+    out = {"dataset": ds, "arch": r.arch, "epochs": epochs, "finetune": finetune, "train_n": train_n, "n_images": n,
            "budgets": r.budgets, "protocol": "offline: examples of the natural zoo model on a seeded training "
            "subset, added to the training data; white-box evaluation on N seeded test images (clean errors count)",
            "attacks": [{"label": a.label, "attack": spec_of(a, r.budgets).describe(), "norm": a.norm,
@@ -255,6 +279,11 @@ def _fig3(path: Path, cards: dict, attacks, ds: str) -> Path:
     return line_panels(path, panels, suptitle=f"e7 (000 Fig 3) on {ds}: cross-entropy during adversarial training")
 
 
+def _training(epochs: int, finetune: bool) -> str:
+    return (f"every model fine-tuned {epochs} epoch(s) from the natural zoo model" if finetune
+            else f"{epochs} epochs per model")
+
+
 def _table(head: str, rows: list[str], cols: list[str], m: list[list[float]]) -> list[str]:
     lines = [f"| {head} | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     lines += [f"| {r} | " + " | ".join(f"{v:.1%}" for v in row) + " |" for r, row in zip(rows, m)]
@@ -266,10 +295,13 @@ def markdown(res: dict, labels: dict) -> str:
     cols = [labels[k] for k in res["columns"]]
     rows = [f"trained on {labels[k]}" for k in keys]
     b = res["budgets"]
-    lines = [f"# e7-adversarial-training on {res['dataset']} ({res['arch']}, {res['epochs']} epochs per model, "
+    lines = [f"# e7-adversarial-training on {res['dataset']} ({res['arch']}, "
+             f"{_training(res['epochs'], res.get('finetune', False))}, "
              f"N = {res['n_images']} test images)", "",
              f"Offline protocol (seed 000 Sec. 5C): each attack's examples of {res['train_n']} training images, "
-             "crafted once against the natural zoo model, added to the training data of a fresh model. Budgets: "
+             "crafted once against the natural zoo model, added to the training data of a "
+             + ("copy of the natural zoo model (fine-tuning). " if res.get("finetune") else "fresh model. ")
+             + "Budgets: "
              f"Linf <= {b['linf']:g} (TEAM, FGSM, PGD, M-DI2-FGSM), L2 <= {b['l2']:g} (C&W, DeepFool), "
              f"L0 <= {b['l0']:g} pixels (JSMA; targeted at a random class); minimum-norm examples are brought "
              "into the budget. Accuracy over all N images (clean errors count as broken).", "",
