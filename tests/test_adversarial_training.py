@@ -184,7 +184,9 @@ def test_e7_finetune_starts_every_model_from_the_natural_zoo_model(tmp_path):
     """--finetune: the natural control and each attack's model train from the zoo model's weights,
     at a tenth of its learning rate, so one epoch keeps them near its accuracy."""
     from teamattack.experiments import Context, run
-    from teamattack.experiments.adversarial_training import finetuning
+    from teamattack.experiments.adversarial_training import RECIPES, finetuning
+
+    assert RECIPES["cifar10"].finetune and not RECIPES["digits"].finetune  # the recipes' defaults
 
     natural = zoo.load("digits-cnn")
     ft = finetuning(natural)

@@ -54,9 +54,9 @@ def register(sub) -> None:
     e6.add_argument("--epochs", type=positive_int, default=None, help="epochs of each training (default per dataset)")
     e6.add_argument("--train-n", type=positive_int, default=None,
                     help="e7: training images attacked for the offline protocol (default per dataset)")
-    e6.add_argument("--finetune", action="store_true",
+    e6.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=None,
                     help="e7: start every model from the natural zoo model's weights (a tenth of its learning rate) "
-                         "instead of training from scratch")
+                         "instead of training from scratch (default: per dataset, on for cifar10)")
     e6.add_argument("--attacks", default=None, help="comma-separated attack names to run (default all)")
     e6.add_argument("--skip-attacks", default=None, help="comma-separated attack names to leave out")
     e6.add_argument("--no-beyond", action="store_true", help="skip the min-norm / objective study on the highest G")
