@@ -16,7 +16,6 @@ after ``kill -9`` with the same final weights). The teacher is written beside th
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,15 +62,6 @@ def teacher_path(student_out: str | Path) -> Path:
     """Where :func:`distill` writes the teacher of the student ``student_out``."""
     s = _weights_path(student_out)
     return s.with_name(s.name[: -len(".safetensors")] + "-teacher.safetensors")
-
-
-def _finished(path: Path, expect: dict) -> dict | None:
-    """The card of a finished training at ``path`` whose settings match ``expect``, else None."""
-    cpath = registry.card_path(path)
-    if not (path.is_file() and cpath.is_file()):
-        return None
-    card = json.loads(cpath.read_text())
-    return card if all(card.get(k) == v for k, v in expect.items()) else None
 
 
 def _scale_of(dataset: str, g: float, train_kwargs: dict) -> dict:
@@ -121,7 +111,7 @@ def distill(
         t_epochs = teacher_epochs or epochs
         t_expect = {"arch": arch, "dataset": dataset, "seed": seed, "epochs": t_epochs, "temperature": g,
                     **_scale_of(dataset, g, train_kwargs), **train_kwargs}
-        t_card = _finished(t_out, t_expect) if resume else None
+        t_card = registry.finished_card(t_out, t_expect) if resume else None
         if t_card is None:
             log(f"distillation G={g:g}: training the teacher ({arch}, {t_epochs} epochs)")
             t_card = train(arch, t_out, dataset=dataset, epochs=t_epochs, seed=seed, resume=resume, root=root,
@@ -146,7 +136,7 @@ def distill(
              "teacher_test_accuracy": t_card.get("test_accuracy")}
     s_expect = {"arch": arch, "dataset": dataset, "seed": seed + 1, "epochs": epochs, "temperature": g, **extra,
                 **_scale_of(dataset, g, train_kwargs), **train_kwargs}
-    s_card = _finished(student_out, s_expect) if resume else None
+    s_card = registry.finished_card(student_out, s_expect) if resume else None
     if s_card is None:
         targets = soft_labels(teacher_model, dataset, g, root)
         log(f"distillation G={g:g}: training the student ({arch}, {epochs} epochs) on the teacher's soft labels")

@@ -128,8 +128,7 @@ def _options(ctx: Context) -> tuple[str, Recipe, int, int, Path]:
 def _train_models(ctx, ds, r, epochs, train_n, cache, attacks, finetune: bool) -> dict[str, dict]:
     """key -> card of the trained model (natural recipe and one per attack); reused when finished."""
     from ..defenses import adversarial_train
-    from ..defenses.distillation import _finished
-    from ..zoo import load
+    from ..zoo import load, registry
     from ..zoo.train import train
 
     natural = load(r.arch)
@@ -143,7 +142,7 @@ def _train_models(ctx, ds, r, epochs, train_n, cache, attacks, finetune: bool) -
     paths.update({a.key: cache / f"{stem}-{a.key}-n{train_n}.safetensors" for a in attacks})
     out = paths[NATURAL]
     t0 = time.perf_counter()
-    cards[NATURAL] = _finished(out, expect) or \
+    cards[NATURAL] = registry.finished_card(out, expect) or \
         train(r.arch, out, dataset=ds, epochs=epochs, seed=ctx.seed, init=natural if finetune else None,
               card_extra={"init": natural.card.get("name", r.arch)} if finetune else None, **quiet)
     ctx.log(f"e7: natural model: test accuracy {cards[NATURAL]['test_accuracy']:.4f} "
@@ -151,7 +150,7 @@ def _train_models(ctx, ds, r, epochs, train_n, cache, attacks, finetune: bool) -
     for a in attacks:
         out = paths[a.key]
         t0 = time.perf_counter()
-        card = _finished(out, expect)
+        card = registry.finished_card(out, expect)
         if card is None or card.get("adversarial", {}).get("attack") != spec_of(a, r.budgets).describe():
             ctx.log(f"e7: training with the examples of {a.label} ({train_n} training images attacked)")
             card = adversarial_train(start, spec_of(a, r.budgets), ds, epochs, out, eps=r.budgets[a.norm],

@@ -36,6 +36,16 @@ def card_path(weights: str | os.PathLike) -> Path:
     return p.with_suffix(".json") if p.suffix == ".safetensors" else Path(str(p) + ".json")
 
 
+def finished_card(weights: str | os.PathLike, expect: dict) -> dict | None:
+    """The card of a finished training at ``weights`` whose settings match ``expect``, else None
+    (how the experiments reuse a model trained earlier with the same recipe)."""
+    path, cpath = Path(weights), card_path(weights)
+    if not (path.is_file() and cpath.is_file()):
+        return None
+    card = json.loads(cpath.read_text())
+    return card if all(card.get(k) == v for k, v in expect.items()) else None
+
+
 def names() -> list[str]:
     """Zoo names that have committed weights."""
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors") if "." not in p.stem and card_path(p).is_file())
