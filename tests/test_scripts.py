@@ -74,3 +74,32 @@ def test_exact_misses_finds_nothing_below_the_optimum(tmp_path):
     assert [r["position"] for r in row] == [first.position] and first.ratio > 1.01
     assert row[0]["found"][1] == 0 and row[0]["found"][0] > 0
     assert f"| {first.position} | {first.ratio:.4f} |" in out.read_text()
+
+
+def test_sweep_wins_counts_what_the_sweep_adds(tmp_path, capsys):
+    """The images the script says the sweep broke are exactly those TEAM with targets=3 breaks
+    beyond the plain fixed-budget attack, each with a walk within SWEEP_RANGE x eps; the wrapper
+    is removed afterwards."""
+    import torch
+
+    import teamattack as ta
+    from teamattack import data, zoo
+    from teamattack.attacks import team as T
+
+    doc = {"model": "digits-cnn", "dataset": "digits", "norm": "linf", "eps": [0.15], "n": 60, "seed": 0}
+    (tmp_path / "ra.json").write_text(json.dumps(doc))
+    before, threads = T.TEAM.target_sweep, torch.get_num_threads()
+    assert _script("sweep_wins").main([str(tmp_path / "ra.json")]) == 0
+    assert T.TEAM.target_sweep is before and torch.get_num_threads() == threads
+    row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("| digits-cnn linf | 0.15 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    looked, bins, broke = int(cells[2]), [int(c) for c in cells[3:8]], int(cells[8])
+    assert 0 < sum(bins) <= looked
+    ratios = [] if cells[9] == "-" else [float(v) for v in cells[9].split(",")]
+    assert len(ratios) == broke and all(1.0 < r <= T.SWEEP_RANGE for r in ratios)
+    m = zoo.load("digits-cnn")
+    x, y = data.load("digits", "test", n=60, seed=0)
+    ok = data.predict(m, x) == y
+    plain = ta.TEAM(m, "linf", eps=0.15)(x[ok], y[ok]).success
+    sweep = ta.TEAM(m, "linf", eps=0.15, targets=3)(x[ok], y[ok]).success
+    assert bool(sweep[plain].all()) and int(sweep.sum() - plain.sum()) == broke
