@@ -113,7 +113,7 @@ def spec_of(a: E7Attack, budgets: dict):
     return AttackSpec(a.name, eps=budgets[a.norm] if a.fixed_budget else None, steps=a.steps)
 
 
-def _options(ctx: Context) -> tuple[str, Recipe, int, int, Path]:
+def _options(ctx: Context) -> tuple[str, Recipe, int, int, Path, bool]:
     a = ctx.args
     ds = ctx.dataset or getattr(a, "dataset", None) or "digits"
     if ds not in RECIPES:
@@ -122,7 +122,8 @@ def _options(ctx: Context) -> tuple[str, Recipe, int, int, Path]:
     epochs = getattr(a, "epochs", None) or r.epochs
     train_n = getattr(a, "train_n", None) or r.train_n
     cache = Path(getattr(a, "cache", None) or ctx.out / "e7-cache")
-    return ds, r, epochs, train_n, cache
+    finetune = getattr(a, "finetune", None)
+    return ds, r, epochs, train_n, cache, r.finetune if finetune is None else bool(finetune)
 
 
 def _train_models(ctx, ds, r, epochs, train_n, cache, attacks, finetune: bool) -> dict[str, dict]:
@@ -190,11 +191,9 @@ def e7(ctx: Context) -> dict:
     from ..defenses.adversarial import craft
     from ..zoo import registry
 
-    ds, r, epochs, train_n, cache = _options(ctx)
+    ds, r, epochs, train_n, cache, finetune = _options(ctx)
     attacks = [a for a in ATTACKS if a.key not in ctx.skip and a.label not in ctx.skip]
     n = ctx.n_or(r.n)
-    finetune = getattr(ctx.args, "finetune", None)
-    finetune = r.finetune if finetune is None else bool(finetune)
     ctx.log(f"e7-adversarial-training on {ds}: {r.arch}, {_training(epochs, finetune)}, offline protocol with "
             f"{train_n} training images attacked against the natural zoo model; N = {n} test images; budgets "
             + ", ".join(f"{k} <= {v:g}" for k, v in r.budgets.items()) + "; attacks: "
