@@ -35,6 +35,7 @@ from .. import subproblems as sp
 from ..counting import CountingModel
 from ..goal import Goal
 from ..curvature import SOURCES, Expansion, choose, expand
+from ..exact import regions
 from ..objectives import Objective, get_objective
 from ..validation import check_number
 from .base import Attack
@@ -125,9 +126,12 @@ class WalkConfig:
     starts: int = 6                     # untargeted walks per image (strongest other classes)
     screen: int = 8                     # steps every start walks before only the best goes on
     overshoot: float = 0.02             # initial aim beyond the model's boundary (adapted per example)
+    polish: bool = False                # ReLU networks: the exact search over neighbouring regions after the walk
 
     def __post_init__(self) -> None:
         _checked(self, steps=_COUNT, starts=_COUNT, screen=_COUNT0, overshoot={})
+        if not isinstance(self.polish, bool):
+            raise ValueError(f"polish must be True or False, got {self.polish!r}")
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ def _checked(config: object, **rules: dict) -> None:
 _MODE_ARGS = {
     "paper": ("search", "max_radius", "per_pass", "rounds", "box_iters"),
     "iterated": ("steps", "search", "max_radius", "per_pass", "rounds", "box_iters"),
-    "min-norm": ("steps", "starts", "screen", "overshoot"),
+    "min-norm": ("steps", "starts", "screen", "overshoot", "polish"),
     "paper+eps": ("box_iters",),
     "budget": ("steps", "starts", "screen", "overshoot", "targets"),   # L2 / Linf: walk, then ascents
     "budget-l0": ("steps", "box_iters"),                     # L0: trust-region iterations
@@ -197,6 +201,10 @@ class TEAM(Attack):
             then the best walks on (6 x 8 + 32 = 80 gradients per image untargeted; targeted, two
             walks of that length, a cold and a hot smooth max: 160). The fixed-budget walk: 3 starts,
             8 screened, 30 long (targeted: the cold walk alone, as long as those cost together).
+        polish: min-norm on a ReLU network (an nn.Sequential of Linear / Conv2d / Flatten / ReLU):
+            after the walk, the exact search over the linear regions next to its point
+            (teamattack.exact.regions; no gradients, QPs / MILPs on the CPU, seconds per image on
+            an MNIST MLP; `result.info["polish"]`). Default False.
         targets: L2 / Linf fixed budget, untargeted: after the attack, the images it leaves whose walk
             ended near eps get TEAM's full walk and then the targeted fixed-budget attack toward
             each of their `targets` most likely other classes (`TEAM.target_sweep`; default 0, off:
@@ -225,6 +233,7 @@ class TEAM(Attack):
         starts: int | None = None,
         screen: int | None = None,
         overshoot: float | None = None,
+        polish: bool | None = None,
         search: str | None = None,
         targets: int | None = None,
         max_radius: float | None = None,
@@ -248,7 +257,7 @@ class TEAM(Attack):
         if mode == "min-norm" and eps is None and norm == "linf" and hessian not in ("auto", "none"):
             raise ValueError("the Linf min-norm walk uses the first-order model: hessian='none' or 'auto'")
         given = {k: v for k, v in dict(steps=steps, starts=starts, screen=screen, overshoot=overshoot,
-                                      search=search, targets=targets, max_radius=max_radius, per_pass=per_pass,
+                                      polish=polish, search=search, targets=targets, max_radius=max_radius, per_pass=per_pass,
                                       rounds=rounds, box_iters=box_iters).items() if v is not None}
         kind = mode
         if eps is not None:
@@ -262,6 +271,9 @@ class TEAM(Attack):
             raise ValueError("krylov_k applies to hessian='krylov' (or 'auto') only")
         if targets and targeted:
             raise ValueError("targets (the target sweep) applies to the untargeted fixed-budget attack")
+        if polish and not regions.applies(model):
+            raise ValueError("polish searches the linear regions of a ReLU network: the model must be an "
+                             "nn.Sequential of Linear / Conv2d / Flatten / ReLU (teamattack.exact.regions)")
         if objective is not None and mode == "min-norm" and eps is None:
             raise ValueError("the min-norm walk uses the decision margin: objective does not apply")
         # the numbers in `given` are checked by the configs they go into (SearchConfig, WalkConfig, BudgetConfig)
@@ -382,7 +394,18 @@ class TEAM(Attack):
                                     Screened.cat(screens) if screens else None)
             return out, torch.full((x.shape[0],), float(self.eps), device=x.device, dtype=x.dtype), info
         out, radius = _chunked(rows, x, y, target, lambda xs, ys, ts: self._run_batch(model, expand_fn, xs, ys, ts))
+        if self.mode == "min-norm" and self.eps is None and self.walk_config.polish:
+            out, radius, info["polish"] = self._polish(model, x, y, target, out, radius)
         return out, radius, info
+
+    def _polish(self, model: CountingModel, x, y, target, out, radius):
+        """The walk's points improved by `exact.regions.polish` (ReLU networks); what it did, for info."""
+        if not regions.applies(self.model, tuple(x.shape[1:])):
+            raise ValueError(f"polish: the network has more than {regions.MAX_UNITS} hidden units")
+        layers = regions.relu_layers(self.model, tuple(x.shape[1:]), x.device)
+        p = regions.polish(model, x, y, target, out, self.norm, layers=layers)
+        radius = torch.where(p.moved, p.distance.to(radius.dtype), radius)
+        return p.x_adv, radius, {"moved": int(p.moved.sum()), "seconds": p.seconds}
 
     def batch_rows(self, source: str, device: torch.device) -> int:
         """Examples processed together in a call with this curvature source: `max_batch` if given;

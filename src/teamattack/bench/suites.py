@@ -298,8 +298,9 @@ def with_settings(spec: AttackSpec, name: str, eps: float | None = None) -> Atta
     kwargs = {**spec.settings, **settings_of(name)}
     if eps is None and spec.kind == BUDGET:
         eps = 1.0
-    try:  # fail now, not after the other attacks have run
-        TEAM(nn.Linear(1, 2).eval(), norm=spec.norm, **({} if eps is None else {"eps": eps}), **kwargs)
+    try:  # fail now, not after the other attacks have run (on a ReLU net, which every setting accepts)
+        probe = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 2)).eval()
+        TEAM(probe, norm=spec.norm, **({} if eps is None else {"eps": eps}), **kwargs)
     except (TypeError, ValueError) as err:
         raise SuiteError(f"{name!r}: {err}") from None
     return team_spec(name, spec.norm, note=spec.note, **kwargs)

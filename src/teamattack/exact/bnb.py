@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,6 +173,66 @@ def candidate_classes(layers, bounds, x0, lo_x, hi_x, radius: float, y: int, tar
     return out
 
 
+@dataclass
+class Frontier:
+    """The state of a best-first search: the incumbent (squared distance, point), the open nodes
+    (bound, order, class, phase fixings), and what the solved nodes proved."""
+
+    inc2: float
+    x_inc: np.ndarray | None
+    heap: list
+    unresolved: float = float("inf")   # the least bound of nodes PIQP could not solve
+    floor2: float = float("inf")       # the least optimum of the nodes solved exactly
+    nodes: int = 0
+
+    def lower2(self) -> float:
+        """The proven lower bound on the squared optimum (within the radius the bounds assumed)."""
+        return min(self.heap[0][0] if self.heap else float("inf"), self.unresolved, self.floor2, self.inc2)
+
+
+def explore(front: Frontier, qps: dict[int, PhaseQP], layers, x0: np.ndarray, lo_x: np.ndarray, hi_x: np.ndarray,
+            y: int, target: int | None, gap: float = 1e-6, tol: float = 1e-7,
+            stop: Callable[[Frontier], bool] = lambda f: False) -> Frontier:
+    """Best-first branch and bound from the open nodes of `front` until none is left or `stop`.
+
+    A node's QP bound at or above the incumbent (less the relative `gap`) prunes it; a relaxed
+    point that is already adversarial improves the incumbent; where no free unit is violated the
+    node's region problem is solved exactly, once more `INSIDE` across the boundary for the point;
+    otherwise the node branches on its most violated unit. Updates and returns `front`.
+    """
+    order = itertools.count(len(front.heap) + front.nodes + 1)
+    heap = front.heap
+    while heap and not stop(front):
+        bound, _, j, fix = heapq.heappop(heap)
+        if bound >= front.inc2 * (1 - gap):
+            continue
+        status, val, v = qps[j].solve(fix)
+        front.nodes += 1
+        if status == "error":
+            front.unresolved = min(front.unresolved, bound)
+            continue
+        if status == "infeasible" or val >= front.inc2 * (1 - gap):
+            continue
+        x = np.clip(v[: len(x0)], lo_x, hi_x)
+        if goal_margin(layers, x, y, target) >= INSIDE:  # the relaxation's point may already be adversarial
+            d2 = float(np.sum((x - x0) ** 2))
+            if d2 < front.inc2:
+                front.inc2, front.x_inc = d2, x
+        unit = qps[j].most_violated(v, fix, tol)
+        if unit is None:  # the relaxation is exact here: val is the node's optimum, its point on the boundary
+            front.floor2 = min(front.floor2, val)
+            st2, _, v2 = qps[j].solve(fix, inside=INSIDE)  # the same node, INSIDE across the boundary
+            if st2 == "optimal":
+                x = np.clip(v2[: len(x0)], lo_x, hi_x)
+                d2 = float(np.sum((x - x0) ** 2))
+                if d2 < front.inc2 and goal_margin(layers, x, y, target) >= 0:
+                    front.inc2, front.x_inc = d2, x
+            continue
+        for phase in (0, 1):
+            heapq.heappush(heap, (val, next(order), j, {**fix, unit: phase}))
+    return front
+
+
 def search(layers, bounds, x0: np.ndarray, lo_x: np.ndarray, hi_x: np.ndarray, y: int, target: int | None,
            r_max: float, x_start: np.ndarray | None = None, time_limit: float = 60.0,
            gap: float = 1e-6, tol: float = 1e-7) -> SearchOutcome:
@@ -189,44 +250,17 @@ def search(layers, bounds, x0: np.ndarray, lo_x: np.ndarray, hi_x: np.ndarray, y
             inc2, x_inc = d2, x_start.copy()
     classes = candidate_classes(layers, bounds, x0, lo_x, hi_x, float(np.sqrt(inc2)), y, target)
     qps = {j: PhaseQP(layers, bounds, x0, lo_x, hi_x, j) for j in classes}
-    order = itertools.count()
-    heap: list[tuple[float, int, int, dict[int, int]]] = [(0.0, next(order), j, {}) for j in classes]
-    unresolved, nodes = float("inf"), 0  # the least bound of nodes PIQP could not solve
-    floor2 = float("inf")  # the least optimum of the nodes solved exactly
-    while heap:
-        if time.perf_counter() - t0 > time_limit:
-            lower2 = min(heap[0][0], unresolved, floor2, inc2)
-            return SearchOutcome("time-limit", inc2 if x_inc is not None else float("inf"), x_inc, lower2, nodes,
-                                 tuple(classes))
-        bound, _, j, fix = heapq.heappop(heap)
-        if bound >= inc2 * (1 - gap):
-            continue
-        status, val, v = qps[j].solve(fix)
-        nodes += 1
-        if status == "error":
-            unresolved = min(unresolved, bound)
-            continue
-        if status == "infeasible" or val >= inc2 * (1 - gap):
-            continue
-        x = np.clip(v[: len(x0)], lo_x, hi_x)
-        if goal_margin(layers, x, y, target) >= INSIDE:  # the relaxation's point may already be adversarial
-            d2 = float(np.sum((x - x0) ** 2))
-            if d2 < inc2:
-                inc2, x_inc = d2, x
-        unit = qps[j].most_violated(v, fix, tol)
-        if unit is None:  # the relaxation is exact here: val is the node's optimum, its point on the boundary
-            floor2 = min(floor2, val)
-            st2, _, v2 = qps[j].solve(fix, inside=INSIDE)  # the same node, INSIDE across the boundary
-            if st2 == "optimal":
-                x = np.clip(v2[: len(x0)], lo_x, hi_x)
-                d2 = float(np.sum((x - x0) ** 2))
-                if d2 < inc2 and goal_margin(layers, x, y, target) >= 0:
-                    inc2, x_inc = d2, x
-            continue
-        for phase in (0, 1):
-            heapq.heappush(heap, (val, next(order), j, {**fix, unit: phase}))
-    if x_inc is None:
-        status = "infeasible" if unresolved == float("inf") else "time-limit"
-        return SearchOutcome(status, float("inf"), None, min(float(r_max) ** 2, unresolved), nodes, tuple(classes))
-    status = "optimal" if unresolved >= inc2 * (1 - gap) else "time-limit"
-    return SearchOutcome(status, inc2, x_inc, min(inc2, unresolved, floor2), nodes, tuple(classes))
+    front = Frontier(inc2, x_inc, [(0.0, k, j, {}) for k, j in enumerate(classes)])
+    front = explore(front, qps, layers, x0, lo_x, hi_x, y, target, gap, tol,
+                    stop=lambda f: time.perf_counter() - t0 > time_limit)
+    found = front.x_inc is not None
+    if front.heap and time.perf_counter() - t0 > time_limit:
+        return SearchOutcome("time-limit", front.inc2 if found else float("inf"), front.x_inc, front.lower2(),
+                             front.nodes, tuple(classes))
+    if not found:
+        status = "infeasible" if front.unresolved == float("inf") else "time-limit"
+        return SearchOutcome(status, float("inf"), None, min(float(r_max) ** 2, front.unresolved), front.nodes,
+                             tuple(classes))
+    status = "optimal" if front.unresolved >= front.inc2 * (1 - gap) else "time-limit"
+    return SearchOutcome(status, front.inc2, front.x_inc, min(front.inc2, front.unresolved, front.floor2),
+                         front.nodes, tuple(classes))
