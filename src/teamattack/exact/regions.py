@@ -19,6 +19,7 @@ and closer.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -31,9 +32,10 @@ from .encoding import encode
 from .relu import INF, NotApplicable, forward_np, layer_bounds, leaves, relu_layers
 
 FREE = 8             # units left free per round (2^FREE phase patterns at most, most pruned)
-# `polish`'s (free, classes) per norm, chosen on the digits MLP's 100 images (docs/bench.md): in Linf
-# the optimum is more often another class's region, and further from the attack's point
-SETTINGS = {"l2": (FREE, 1), "linf": (24, 3)}
+# `polish`'s (free, classes) per norm, chosen on the digits and MNIST MLPs (docs/bench.md): in Linf the
+# optimum is more often another class's region, and further from the attack's point; a round tries
+# 8 free units first and more only where that finds nothing closer (the MILP grows with them)
+SETTINGS = {"l2": ((FREE,), 1), "linf": ((8, 16, 24), 3)}
 ROUNDS = 10          # rounds at most (each moves to a closer point or stops)
 MAX_NODES = 500      # QPs per L2 round (a deterministic cap; the rounds of docs/bench.md take < 100)
 MAX_UNITS = 4096     # `applies`: hidden units at most (the problems have a row per unit)
@@ -167,27 +169,29 @@ def _round_linf(layers, x0, y, target, c, p, best, free):
 
 
 def region_search(layers, x0: np.ndarray, y: int, target: int | None, start: np.ndarray, norm: str,
-                  free: int = FREE, rounds: int = ROUNDS, classes: int = 1,
+                  free: int | tuple[int, ...] = FREE, rounds: int = ROUNDS, classes: int = 1,
                   max_nodes: int = MAX_NODES) -> RegionSearch:
     """Improve the adversarial point `start` of the ReLU net `layers` (`relu.relu_layers`) in
     `norm` ("l2" | "linf") by exact searches over the phases of its `free` least settled units.
 
+    `free`: a count, or growing counts tried in turn where the smaller finds nothing closer.
     Untargeted, a round aims at the class the current point reached and, where that does not
     improve, at the next of the `classes` - 1 strongest other classes at x0 (from the same point:
     their regions border it where the logits tie)."""
     if norm not in ("l2", "linf"):
         raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
+    levels = (free,) if isinstance(free, int) else tuple(free)
     dist = (lambda v: float(np.linalg.norm(v - x0))) if norm == "l2" else (lambda v: float(np.abs(v - x0).max()))
     p, best, improved = start, dist(start), 0
     for _ in range(rounds):
         if best <= 0:
             break
         out = None
-        for c in _goal_classes(layers, x0, p, y, target, classes):
+        for k, c in itertools.product(levels, _goal_classes(layers, x0, p, y, target, classes)):
             if norm == "l2":
-                out = _round_l2(layers, x0, y, target, c, p, best, free, max_nodes)
+                out = _round_l2(layers, x0, y, target, c, p, best, k, max_nodes)
             else:
-                out = _round_linf(layers, x0, y, target, c, p, best, free)
+                out = _round_linf(layers, x0, y, target, c, p, best, k)
             if out is not None and out[1] < best * (1 - 1e-6):
                 break
             out = None
@@ -199,7 +203,7 @@ def region_search(layers, x0: np.ndarray, y: int, target: int | None, start: np.
 
 
 def polish(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-           x_adv: torch.Tensor, norm: str, free: int | None = None, rounds: int = ROUNDS,
+           x_adv: torch.Tensor, norm: str, free: int | tuple[int, ...] | None = None, rounds: int = ROUNDS,
            classes: int | None = None, layers=None) -> Polished:
     """`region_search` on every row of `x_adv` that is adversarial; a row's new point is kept where
     a fresh forward pass of `model` finds it adversarial and it is closer than the old one.
