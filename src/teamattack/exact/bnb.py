@@ -200,7 +200,7 @@ def explore(front: Frontier, qps: dict[int, PhaseQP], layers, x0: np.ndarray, lo
     node's region problem is solved exactly, once more `INSIDE` across the boundary for the point;
     otherwise the node branches on its most violated unit. Updates and returns `front`.
     """
-    order = itertools.count(len(front.heap) + front.nodes + 1)
+    order = itertools.count(max((entry[1] for entry in front.heap), default=-1) + 1)  # after the open nodes' own
     heap = front.heap
     while heap and not stop(front):
         bound, _, j, fix = heapq.heappop(heap)
