@@ -1,9 +1,10 @@
 """The boundary walk's CPU chunking against torch threads: one table, alternating runs in one process.
 
     python scripts/walk_chunks.py --threads 1,2 --repeats 3
+    python scripts/walk_chunks.py --models cifar10-resnet56 -n 16 --threads 1 --repeats 3
 
-TEAM's minimum-norm L2 walk on 100 correctly classified test images of digits-cnn and
-mnist-table1, with the walk's passes chunked at 16 MB of activations, at 32 MB, and not at all
+TEAM's minimum-norm L2 walk on N (-n, default 100) correctly classified test images of each of
+--models (default digits-cnn and mnist-table1), with the walk's passes chunked at 16 MB of activations, at 32 MB, and not at all
 (`boundary_walk.CHUNK_BYTES` / `CHUNK_BYTES_THREADS` set for the run), the three settings
 alternating (A B C A B C) so that a slow spell of a shared machine hits each alike. Prints, per
 model and thread count, the fastest and median wall seconds of each setting and which one the
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,2", help="torch thread counts, comma-separated")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("-n", type=int, default=100)
+    ap.add_argument("--models", default="digits-cnn,mnist-table1",
+                    help="zoo models, comma-separated (cifar10-resnet56 too; its dataset from the zoo)")
     ap.add_argument("--data-root", default=None)
     args = ap.parse_args(argv)
     before = torch.get_num_threads()
@@ -38,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
           + " | max difference of the outputs |")
     print("|---|---|---|" + "---|" * (len(SETTINGS) + 1))
     saved = bw.CHUNK_BYTES, bw.CHUNK_BYTES_THREADS
-    for name, dataset in (("digits-cnn", "digits"), ("mnist-table1", "mnist")):
+    for name in args.models.split(","):
+        dataset = ta.zoo.dataset_of(name)
         model = ta.zoo.load(name)
         for p in model.parameters():
             p.requires_grad_(False)
