@@ -4,7 +4,8 @@
     python scripts/walk_chunks.py --models cifar10-resnet56 -n 16 --threads 1 --repeats 3
 
 TEAM's minimum-norm L2 walk on N (-n, default 100) correctly classified test images of each of
---models (default digits-cnn and mnist-table1), with the walk's passes chunked at 16 MB of activations, at 32 MB, and not at all
+--models (default digits-cnn and mnist-table1), with the walk's passes chunked at 16 MB of
+activations, at 32 MB, and not at all
 (`boundary_walk.CHUNK_BYTES` / `CHUNK_BYTES_THREADS` set for the run), the three settings
 alternating (A B C A B C) so that a slow spell of a shared machine hits each alike. Prints, per
 model and thread count, the fastest and median wall seconds of each setting and which one the

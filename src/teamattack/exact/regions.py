@@ -40,7 +40,7 @@ ROUNDS = 10          # rounds at most (each moves to a closer point or stops)
 MAX_NODES = 500      # QPs per L2 round (a deterministic cap; the rounds of docs/bench.md take < 100)
 MAX_UNITS = 4096     # `applies`: hidden units at most (the problems have a row per unit)
 _LINF_SECONDS = 30.0  # HiGHS time limit of one Linf round: a guard (digits rounds take a fraction of a second,
-#                      MNIST-MLP rounds that improve 2-8 s; a wall-clock limit, so keep it well above those)
+#                      MNIST-MLP rounds that improve 2-5 s; a wall-clock limit, so keep it well above those)
 _AFFINE = (nn.Linear, nn.Conv2d, nn.Flatten)
 
 
